@@ -1,0 +1,303 @@
+"""Tracking API parameters for every kind of hit besides the automatic page view.
+
+Each function validates its arguments (``ValueError`` naming the argument) and returns the
+parameters of that hit type, per the Matomo Tracking API. They are shared by the per-request
+``TrackingContext`` and the standalone trackers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+from matomo_tracking.fields import (
+    MAX_CUSTOM_VARIABLE_CHARS,
+    MAX_EVENT_CHARS,
+    MAX_ORDER_ID_CHARS,
+    MAX_URL_BYTES,
+    clean_text,
+    truncate_bytes,
+)
+
+__all__ = [
+    "EcommerceItem",
+    "absolute_url",
+    "cart_update_params",
+    "content_impression_params",
+    "content_interaction_params",
+    "custom_variables_json",
+    "download_params",
+    "event_params",
+    "goal_params",
+    "link_params",
+    "number_text",
+    "order_params",
+    "ping_params",
+    "product_view_params",
+    "site_search_params",
+]
+
+Number = int | float | Decimal
+Category = str | Sequence[str]
+
+
+def number_text(name: str, value: object, *, minimum: float | None = 0.0) -> str:
+    """A finite number as Matomo's plain decimal text (no exponent), rounded to 2 places."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError(f"{name}={value!r} is invalid: expected a number")
+    as_float = float(value)
+    if not math.isfinite(as_float):
+        raise ValueError(f"{name}={value!r} is invalid: expected a finite number")
+    if minimum is not None and as_float < minimum:
+        raise ValueError(f"{name}={value!r} is invalid: expected a number >= {minimum:g}")
+    text = f"{round(as_float, 2):.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _float_text(name: str, value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError(f"{name}={value!r} is invalid: expected a number")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name}={value!r} is invalid: expected a finite number")
+    if isinstance(value, int):
+        return str(value)
+    text = format(Decimal(str(value)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _required(name: str, value: object, limit: int = MAX_EVENT_CHARS) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name}={value!r} is invalid: expected a non-blank string")
+    return clean_text(value, limit)
+
+
+def _optional(params: dict[str, str], key: str, name: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValueError(f"{name}={value!r} is invalid: expected a string or None")
+    if value.strip():
+        params[key] = clean_text(value, MAX_EVENT_CHARS)
+
+
+def absolute_url(name: str, value: object) -> str:
+    """An absolute http(s) URL (Matomo discards relative ones), cut to 1024 bytes."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name}={value!r} is invalid: expected an absolute http(s) URL")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{name}={value!r} is invalid: expected an absolute http(s) URL")
+    return truncate_bytes(value.strip(), MAX_URL_BYTES)
+
+
+def event_params(
+    category: str, action: str, name: str | None = None, value: Number | None = None
+) -> dict[str, str]:
+    """An event: ``e_c``, ``e_a``, ``ca=1``, optional ``e_n`` and ``e_v``."""
+    params = {"e_c": _required("category", category), "e_a": _required("action", action), "ca": "1"}
+    _optional(params, "e_n", "name", name)
+    if value is not None:
+        params["e_v"] = _float_text("value", value)
+    return params
+
+
+def site_search_params(
+    keyword: str, category: str | None = None, count: int | None = None
+) -> dict[str, str]:
+    """A site search: ``search``, optional ``search_cat`` and ``search_count``."""
+    if not isinstance(keyword, str):
+        raise ValueError(f"keyword={keyword!r} is invalid: expected a string")
+    params = {"search": clean_text(keyword, MAX_EVENT_CHARS)}
+    if category is not None:
+        if not isinstance(category, str):
+            raise ValueError(f"category={category!r} is invalid: expected a string or None")
+        params["search_cat"] = clean_text(category, 200)
+    if count is not None:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count={count!r} is invalid: expected an int >= 0 or None")
+        params["search_count"] = str(count)
+    return params
+
+
+def goal_params(goal_id: int, revenue: Number | None = None) -> dict[str, str]:
+    """A manual goal conversion: ``idgoal`` (> 0), optional ``revenue``."""
+    if isinstance(goal_id, bool) or not isinstance(goal_id, int) or goal_id <= 0:
+        raise ValueError(f"goal_id={goal_id!r} is invalid: expected an int > 0")
+    params = {"idgoal": str(goal_id)}
+    if revenue is not None:
+        params["revenue"] = number_text("revenue", revenue)
+    return params
+
+
+def _category(name: str, value: Category | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return clean_text(value, 200)
+    items = list(value)
+    if not 1 <= len(items) <= 5 or not all(isinstance(i, str) for i in items):
+        raise ValueError(f"{name}={value!r} is invalid: expected a string or 1 to 5 strings")
+    return json.dumps([clean_text(i, 200) for i in items], ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EcommerceItem:
+    """One line of a cart or an order. ``sku`` is required; ``category`` is a string or up to
+    five strings; ``price`` a number >= 0; ``quantity`` an int >= 1."""
+
+    sku: str
+    name: str = ""
+    category: Category | None = None
+    price: Number = 0
+    quantity: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sku, str) or not self.sku.strip():
+            raise ValueError(f"sku={self.sku!r} is invalid: expected a non-blank string")
+        if not isinstance(self.name, str):
+            raise ValueError(f"name={self.name!r} is invalid: expected a string")
+        _category("category", self.category)
+        number_text("price", self.price)
+        q = self.quantity
+        if isinstance(q, bool) or not isinstance(q, int) or q < 1:
+            raise ValueError(f"quantity={q!r} is invalid: expected an int >= 1")
+
+    def as_list(self) -> list[object]:
+        """The item as Matomo's ``[sku, name, category, price, quantity]``."""
+        category: object = ""
+        if isinstance(self.category, str):
+            category = self.category
+        elif self.category is not None:
+            category = list(self.category)
+        return [self.sku.strip(), self.name, category, float(number_text("price", self.price)), self.quantity]
+
+
+def _items(items: Iterable[EcommerceItem | Mapping[str, object]]) -> str:
+    rows: list[list[object]] = []
+    for item in items:
+        if isinstance(item, Mapping):
+            item = EcommerceItem(**item)  # type: ignore[arg-type]
+        if not isinstance(item, EcommerceItem):
+            raise ValueError(f"items: {item!r} is invalid: expected an EcommerceItem or a mapping")
+        rows.append(item.as_list())
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+
+
+def order_params(
+    order_id: str,
+    revenue: Number,
+    *,
+    items: Iterable[EcommerceItem | Mapping[str, object]] = (),
+    subtotal: Number | None = None,
+    tax: Number | None = None,
+    shipping: Number | None = None,
+    discount: Number | None = None,
+) -> dict[str, str]:
+    """An ecommerce order: ``idgoal=0``, ``ec_id``, ``revenue`` (grand total), optional
+    ``ec_st``, ``ec_tx``, ``ec_sh``, ``ec_dt`` and ``ec_items``."""
+    if not isinstance(order_id, str) or not order_id.strip():
+        raise ValueError(f"order_id={order_id!r} is invalid: expected a non-blank string")
+    if len(order_id) > MAX_ORDER_ID_CHARS:
+        raise ValueError(f"order_id is invalid: expected at most {MAX_ORDER_ID_CHARS} characters")
+    params = {"idgoal": "0", "ec_id": order_id.strip(), "revenue": number_text("revenue", revenue)}
+    for key, name, value in (
+        ("ec_st", "subtotal", subtotal),
+        ("ec_tx", "tax", tax),
+        ("ec_sh", "shipping", shipping),
+        ("ec_dt", "discount", discount),
+    ):
+        if value is not None:
+            params[key] = number_text(name, value)
+    encoded = _items(items)
+    if encoded != "[]":
+        params["ec_items"] = encoded
+    return params
+
+
+def cart_update_params(
+    revenue: Number, *, items: Iterable[EcommerceItem | Mapping[str, object]] = ()
+) -> dict[str, str]:
+    """A cart update: ``idgoal=0``, ``revenue`` (cart total), ``ec_items`` (the whole cart)."""
+    return {"idgoal": "0", "revenue": number_text("revenue", revenue), "ec_items": _items(items)}
+
+
+def product_view_params(
+    *,
+    sku: str | None = None,
+    name: str | None = None,
+    category: Category | None = None,
+    price: Number | None = None,
+) -> dict[str, str]:
+    """Product or category view fields (``_pks``, ``_pkn``, ``_pkc``, ``_pkp``) that ride on
+    a page view. A category page sends only ``category``."""
+    params: dict[str, str] = {}
+    if sku is not None:
+        params["_pks"] = _required("sku", sku, 255)
+    if name is not None:
+        params["_pkn"] = _required("name", name, 255)
+    cat = _category("category", category)
+    if cat is not None:
+        params["_pkc"] = cat
+    if price is not None:
+        params["_pkp"] = number_text("price", price)
+    if not params:
+        raise ValueError("a product view needs at least one of sku, name, category, price")
+    return params
+
+
+def content_impression_params(
+    name: str, piece: str | None = None, target: str | None = None
+) -> dict[str, str]:
+    """A content impression: ``c_n``, ``ca=1``, optional ``c_p`` and ``c_t``."""
+    params = {"c_n": _required("name", name), "ca": "1"}
+    _optional(params, "c_p", "piece", piece)
+    _optional(params, "c_t", "target", target)
+    return params
+
+
+def content_interaction_params(
+    interaction: str, name: str, piece: str | None = None, target: str | None = None
+) -> dict[str, str]:
+    """A content interaction: ``c_i``, ``c_n``, ``ca=1``, optional ``c_p`` and ``c_t``."""
+    params = {"c_i": _required("interaction", interaction)}
+    params.update(content_impression_params(name, piece, target))
+    return params
+
+
+def link_params(url: str) -> dict[str, str]:
+    """An outlink click: ``link`` (absolute URL)."""
+    return {"link": absolute_url("url", url)}
+
+
+def download_params(url: str) -> dict[str, str]:
+    """A download click: ``download`` (absolute URL)."""
+    return {"download": absolute_url("url", url)}
+
+
+def ping_params() -> dict[str, str]:
+    """A heartbeat that extends the visit: ``ping=1``."""
+    return {"ping": "1"}
+
+
+def custom_variables_json(variables: Mapping[int, tuple[str, str]], max_slots: int) -> str:
+    """Custom variables in Matomo's ``{"1": [name, value]}`` form.
+
+    Slots run from 1 to ``max_slots``; names and values are cut to 200 characters.
+    """
+    out: dict[str, list[str]] = {}
+    for slot, pair in sorted(variables.items()):
+        if isinstance(slot, bool) or not isinstance(slot, int) or not 1 <= slot <= max_slots:
+            raise ValueError(
+                f"custom variable slot {slot!r} is invalid: expected 1 to {max_slots}"
+                " (max_custom_variables)"
+            )
+        name, value = pair
+        out[str(slot)] = [
+            clean_text(str(name), MAX_CUSTOM_VARIABLE_CHARS),
+            clean_text(str(value), MAX_CUSTOM_VARIABLE_CHARS),
+        ]
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))

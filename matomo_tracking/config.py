@@ -1,0 +1,281 @@
+"""Validated, frozen configuration shared by every adapter, tracker and dispatcher."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from matomo_tracking.request import RequestView
+
+__all__ = ["DEFAULT_REDACTED_QUERY_PARAMS", "BotMode", "TrackingConfig", "endpoint_url"]
+
+BotMode = Literal["exclude", "visits", "bot-reports"]
+
+#: Query-string parameter names whose values are replaced by ``REDACTED`` in tracked URLs.
+DEFAULT_REDACTED_QUERY_PARAMS: frozenset[str] = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "auth",
+        "auth_token",
+        "token_auth",
+        "api_key",
+        "apikey",
+        "key",
+        "secret",
+        "client_secret",
+        "session",
+        "sessionid",
+        "signature",
+        "sig",
+        "code",
+    }
+)
+
+_ENDPOINT_NAMES = ("matomo.php", "piwik.php", "proxy-matomo.php")
+_BOT_MODES = ("exclude", "visits", "bot-reports")
+
+
+def endpoint_url(url: str) -> str:
+    """Return the tracking endpoint for a Matomo base URL or a full ``matomo.php`` URL."""
+    parts = urlsplit(url)
+    path = parts.path
+    if any(path.endswith("/" + name) or path == name for name in _ENDPOINT_NAMES):
+        return url
+    base = url.split("?", 1)[0].split("#", 1)[0]
+    if not base.endswith("/"):
+        base += "/"
+    return base + "matomo.php"
+
+
+def _fail(key: str, value: object, accepted: str) -> ValueError:
+    shown = "'***'" if key == "token_auth" else repr(value)
+    return ValueError(f"{key}={shown} is invalid: expected {accepted}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrackingConfig:
+    """Everything the middleware, trackers and dispatchers are configured with.
+
+    Every value is checked at construction; a bad one raises ``ValueError`` naming the key,
+    the value and what is accepted. ``token_auth`` is masked in ``repr``.
+    """
+
+    url: str
+    site_id: int | Callable[[RequestView], int] = 1
+    token_auth: str | None = field(default=None, repr=False)
+    # request filters
+    ignore_paths: tuple[str, ...] = ()
+    ignore_patterns: tuple[str, ...] = ()
+    ignore_methods: frozenset[str] = frozenset({"OPTIONS", "HEAD"})
+    ignore_html: bool = False
+    ignore_status_codes: frozenset[int] = frozenset()
+    ignore_user_agents: tuple[str, ...] = ()
+    ignore_bots: bool = False
+    sample_rate: float = 1.0
+    # origin
+    trusted_proxies: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    base_url: str | None = None
+    # identity and privacy
+    visitor_salt: str | None = field(default=None, repr=False)
+    respect_dnt: bool = False
+    respect_gpc: bool = False
+    anonymize_ip: int = 0
+    redact_query_params: frozenset[str] = DEFAULT_REDACTED_QUERY_PARAMS
+    # content of the hit
+    dimensions: Mapping[int, str] = field(default_factory=dict)
+    status_dimension: int | None = None
+    method_dimension: int | None = None
+    bytes_dimension: int | None = None
+    max_custom_variables: int = 5
+    bots: BotMode = "exclude"
+    bot_source: str | None = None
+    user_id: Callable[[RequestView], str | None] | None = None
+    action_name: Callable[[RequestView], str | None] | None = None
+    # delivery
+    batch_max_hits: int = 100
+    batch_max_bytes: int = 512 * 1024
+    batch_max_age: float = 1.0
+    queue_max_hits: int = 10_000
+    queue_max_bytes: int = 32 * 1024 * 1024
+    timeout: float = 5.0
+    shutdown_timeout: float = 5.0
+    backoff_base: float = 0.5
+    backoff_max: float = 60.0
+    max_hit_age: float = 23 * 3600.0
+    sync_mode: bool = False
+
+    def __post_init__(self) -> None:
+        _check_url("url", self.url)
+        if self.base_url is not None:
+            _check_url("base_url", self.base_url)
+        if isinstance(self.site_id, bool) or not (
+            callable(self.site_id) or (isinstance(self.site_id, int) and self.site_id > 0)
+        ):
+            raise _fail("site_id", self.site_id, "a positive int or a callable of the request view")
+        if self.token_auth is not None and (
+            not isinstance(self.token_auth, str) or not self.token_auth.strip()
+        ):
+            raise _fail("token_auth", self.token_auth, "a non-empty string or None")
+        object.__setattr__(self, "ignore_paths", _paths(self.ignore_paths))
+        object.__setattr__(self, "ignore_patterns", _patterns(self.ignore_patterns))
+        object.__setattr__(
+            self, "ignore_methods", frozenset(m.upper() for m in _strs("ignore_methods", self.ignore_methods))
+        )
+        object.__setattr__(
+            self, "ignore_status_codes", _status_codes(self.ignore_status_codes)
+        )
+        object.__setattr__(
+            self, "ignore_user_agents", _patterns(self.ignore_user_agents, key="ignore_user_agents")
+        )
+        object.__setattr__(self, "trusted_proxies", _networks(self.trusted_proxies))
+        object.__setattr__(
+            self, "allowed_hosts", tuple(h.lower() for h in _strs("allowed_hosts", self.allowed_hosts))
+        )
+        object.__setattr__(
+            self,
+            "redact_query_params",
+            frozenset(p.lower() for p in _strs("redact_query_params", self.redact_query_params)),
+        )
+        for key in ("ignore_html", "ignore_bots", "respect_dnt", "respect_gpc", "sync_mode"):
+            if not isinstance(getattr(self, key), bool):
+                raise _fail(key, getattr(self, key), "True or False")
+        rate = self.sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
+            raise _fail("sample_rate", rate, "a number from 0 to 1")
+        if isinstance(self.anonymize_ip, bool) or self.anonymize_ip not in (0, 1, 2, 3):
+            raise _fail("anonymize_ip", self.anonymize_ip, "0 (off), 1, 2 or 3 bytes to mask")
+        object.__setattr__(self, "dimensions", _dimensions(self.dimensions))
+        for key in ("status_dimension", "method_dimension", "bytes_dimension"):
+            value = getattr(self, key)
+            if value is not None and not _positive_int(value):
+                raise _fail(key, value, "a positive custom dimension id or None")
+        if not _positive_int(self.max_custom_variables):
+            raise _fail("max_custom_variables", self.max_custom_variables, "a positive int")
+        if self.bots not in _BOT_MODES:
+            raise _fail("bots", self.bots, "'exclude', 'visits' or 'bot-reports'")
+        if self.bot_source is not None and (
+            not isinstance(self.bot_source, str) or not 0 < len(self.bot_source) <= 50
+        ):
+            raise _fail("bot_source", self.bot_source, "a string of 1 to 50 characters")
+        for key in ("user_id", "action_name"):
+            value = getattr(self, key)
+            if value is not None and not callable(value):
+                raise _fail(key, value, "a callable of the request view, or None")
+        for key in ("batch_max_hits", "batch_max_bytes", "queue_max_hits", "queue_max_bytes"):
+            if not _positive_int(getattr(self, key)):
+                raise _fail(key, getattr(self, key), "a positive int")
+        for key in (
+            "batch_max_age",
+            "timeout",
+            "shutdown_timeout",
+            "backoff_base",
+            "backoff_max",
+            "max_hit_age",
+        ):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise _fail(key, value, "a positive number of seconds")
+        if self.batch_max_hits > self.queue_max_hits:
+            raise _fail("batch_max_hits", self.batch_max_hits, "at most queue_max_hits")
+
+    @property
+    def endpoint(self) -> str:
+        """The ``matomo.php`` URL hits are posted to."""
+        return endpoint_url(self.url)
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> TrackingConfig:
+        """Build a config from keyword arguments, naming any unknown key in the error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown configuration key(s): {', '.join(unknown)}; accepted: {', '.join(sorted(known))}"
+            )
+        if "url" not in kwargs:
+            raise ValueError("url is required: the Matomo base URL or its matomo.php endpoint")
+        return cls(**kwargs)
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_url(key: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise _fail(key, value, "an http:// or https:// URL")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(key, value, "an http:// or https:// URL with a host")
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        raise _fail(key, value, "a URL without whitespace or control characters")
+
+
+def _strs(key: str, values: object) -> tuple[str, ...]:
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise _fail(key, values, "a list of strings")
+    out = tuple(values)
+    for item in out:
+        if not isinstance(item, str):
+            raise _fail(key, values, "a list of strings")
+    return out
+
+
+def _paths(values: object) -> tuple[str, ...]:
+    paths = _strs("ignore_paths", values)
+    for path in paths:
+        if not path.startswith("/"):
+            raise _fail("ignore_paths", values, "path prefixes starting with '/'")
+    return tuple(p.rstrip("/") or "/" for p in paths)
+
+
+def _patterns(values: object, key: str = "ignore_patterns") -> tuple[str, ...]:
+    patterns = _strs(key, values)
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise _fail(key, pattern, f"valid regular expressions ({exc})") from None
+    return patterns
+
+
+def _status_codes(values: object) -> frozenset[int]:
+    if not isinstance(values, Iterable) or isinstance(values, str):
+        raise _fail("ignore_status_codes", values, "a set of HTTP status codes (100-599)")
+    out = frozenset(values)
+    for code in out:
+        if not isinstance(code, int) or isinstance(code, bool) or not 100 <= code <= 599:
+            raise _fail("ignore_status_codes", values, "a set of HTTP status codes (100-599)")
+    return out
+
+
+def _networks(values: object) -> tuple[str, ...]:
+    items = _strs("trusted_proxies", values)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise _fail("trusted_proxies", item, "IP addresses or CIDR networks") from None
+    return items
+
+
+def _dimensions(values: object) -> Mapping[int, str]:
+    if not isinstance(values, Mapping):
+        raise _fail("dimensions", values, "a mapping of dimension id (int > 0) to value (str)")
+    for key, value in values.items():
+        if not _positive_int(key) or not isinstance(value, str):
+            raise _fail("dimensions", values, "a mapping of dimension id (int > 0) to value (str)")
+    return dict(values)

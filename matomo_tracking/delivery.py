@@ -1,0 +1,416 @@
+"""The delivery policy, without I/O: which hits form a batch, what an answer from Matomo means,
+when to retry and how long to wait, what to drop and why.
+
+Dispatchers (thread, asyncio, Celery, inline) only execute it: they ask a ``BatchDelivery``
+for its next step (send this body, or sleep), perform it, and report what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from enum import Enum
+
+from matomo_tracking.config import TrackingConfig
+from matomo_tracking.wire import EncodedHit, bulk_body
+
+__all__ = [
+    "Answer",
+    "BatchBuilder",
+    "BatchDelivery",
+    "DispatchStats",
+    "QueueBudget",
+    "Send",
+    "Sleep",
+    "StatsRecorder",
+    "TransportError",
+    "backoff_delay",
+    "parse_retry_after",
+]
+
+logger = logging.getLogger("matomo_tracking.delivery")
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchStats:
+    """A snapshot of what a dispatcher did since it started.
+
+    ``sent``: hits in batches Matomo answered with 2xx. ``invalid``: hits Matomo counted as
+    invalid. ``unconfirmed``: hits in 2xx answers that did not count them (Matomo skips some
+    silently; a queued-tracking Matomo gives no counts). ``retried``: batch resends.
+    ``possible_duplicates``: hits resent after Matomo may already have received them (a
+    timeout after the body was sent). ``failed``: hits given up on. ``dropped``: hits never
+    sent, by reason. ``last_error`` never contains the token.
+    """
+
+    queued: int = 0
+    sent: int = 0
+    invalid: int = 0
+    unconfirmed: int = 0
+    retried: int = 0
+    possible_duplicates: int = 0
+    failed: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    batches: int = 0
+    last_error: str | None = None
+
+    @property
+    def dropped_total(self) -> int:
+        """All dropped hits, whatever the reason."""
+        return sum(self.dropped.values())
+
+
+class StatsRecorder:
+    """Mutable counters behind ``DispatchStats`` (not thread-safe by itself: dispatchers
+    update it from their single worker, or under their own lock)."""
+
+    __slots__ = (
+        "_secret",
+        "batches",
+        "dropped",
+        "failed",
+        "invalid",
+        "last_error",
+        "possible_duplicates",
+        "queued",
+        "retried",
+        "sent",
+        "unconfirmed",
+    )
+
+    def __init__(self, secret: str | None = None) -> None:
+        self._secret = secret
+        self.queued = 0
+        self.sent = 0
+        self.invalid = 0
+        self.unconfirmed = 0
+        self.retried = 0
+        self.possible_duplicates = 0
+        self.failed = 0
+        self.batches = 0
+        self.dropped: Counter[str] = Counter()
+        self.last_error: str | None = None
+
+    def error(self, message: str) -> None:
+        """Record (and log at WARNING) an error, with the token masked if it slipped in."""
+        if self._secret:
+            message = message.replace(self._secret, "***")
+        self.last_error = message
+        logger.warning("matomo: %s", message)
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` hits dropped for ``reason``."""
+        self.dropped[reason] += count
+
+    def snapshot(self) -> DispatchStats:
+        """An immutable copy of the counters."""
+        return DispatchStats(
+            queued=self.queued,
+            sent=self.sent,
+            invalid=self.invalid,
+            unconfirmed=self.unconfirmed,
+            retried=self.retried,
+            possible_duplicates=self.possible_duplicates,
+            failed=self.failed,
+            dropped=dict(self.dropped),
+            batches=self.batches,
+            last_error=self.last_error,
+        )
+
+
+class QueueBudget:
+    """Accounting of what waits to be sent, capped by hits and bytes."""
+
+    __slots__ = ("bytes", "hits", "max_bytes", "max_hits")
+
+    def __init__(self, max_hits: int, max_bytes: int) -> None:
+        self.max_hits = max_hits
+        self.max_bytes = max_bytes
+        self.hits = 0
+        self.bytes = 0
+
+    def admit(self, size: int) -> bool:
+        """Reserve room for one hit of ``size`` bytes; False when the queue is full."""
+        if self.hits >= self.max_hits or self.bytes + size > self.max_bytes:
+            return False
+        self.hits += 1
+        self.bytes += size
+        return True
+
+    def release(self, count: int, size: int) -> None:
+        """Give back the room of ``count`` hits totalling ``size`` bytes."""
+        self.hits = max(0, self.hits - count)
+        self.bytes = max(0, self.bytes - size)
+
+
+def backoff_delay(
+    attempt: int, *, base: float, cap: float, draw: float, retry_after: float | None = None
+) -> float:
+    """Exponential backoff with full jitter (``draw`` uniform in [0, 1)), capped at ``cap``;
+    a server's ``Retry-After`` is a floor (itself capped)."""
+    ceiling = min(cap, base * (2 ** min(attempt, 32)))
+    delay = ceiling * draw
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return delay
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class TransportError(Enum):
+    """How a request failed without an HTTP answer."""
+
+    CONNECT = "connect"  # nothing reached Matomo: safe to resend
+    TIMEOUT = "timeout"  # the body may have been received: a resend may duplicate
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Matomo's HTTP answer to a bulk POST."""
+
+    status: int
+    body: bytes = b""
+    retry_after: str | None = None
+    location: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Step: POST ``body`` to the endpoint."""
+
+    body: bytes
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Step: wait ``seconds`` before the next step."""
+
+    seconds: float
+
+
+class BatchDelivery:
+    """Delivers one batch: expiry, sending, classifying answers, retrying, splitting.
+
+    Loop: ``step = d.next_step(now, draw)``; a ``Send`` is POSTed and answered with
+    ``d.answered(...)`` or ``d.failed(...)``; a ``Sleep`` is waited; None means done.
+    ``abandon(reason)`` gives up what is left (shutdown deadline).
+    """
+
+    __slots__ = (
+        "_attempt",
+        "_config",
+        "_in_flight",
+        "_pending",
+        "_retry_after",
+        "_sleep_due",
+        "_stats",
+    )
+
+    def __init__(self, hits: list[EncodedHit], config: TrackingConfig, stats: StatsRecorder) -> None:
+        self._config = config
+        self._stats = stats
+        self._pending: list[list[EncodedHit]] = [hits] if hits else []
+        self._in_flight: list[EncodedHit] | None = None
+        self._attempt = 0
+        self._retry_after: float | None = None
+        self._sleep_due = False
+
+    @property
+    def remaining(self) -> int:
+        """Hits not yet delivered or given up on."""
+        return sum(len(b) for b in self._pending) + len(self._in_flight or ())
+
+    def next_step(self, now: float, draw: float) -> Send | Sleep | None:
+        """What to do next, or None when the batch is finished."""
+        if self._in_flight is not None:
+            raise RuntimeError("answer the previous Send first")
+        if self._sleep_due:
+            self._sleep_due = False
+            delay = backoff_delay(
+                self._attempt - 1,
+                base=self._config.backoff_base,
+                cap=self._config.backoff_max,
+                draw=draw,
+                retry_after=self._retry_after,
+            )
+            return Sleep(delay)
+        while self._pending:
+            batch = self._expire(self._pending[0], now)
+            if not batch:
+                self._pending.pop(0)
+                continue
+            self._pending[0] = batch
+            self._in_flight = batch
+            return Send(bulk_body(batch, token_auth=self._config.token_auth, now=now), len(batch))
+        return None
+
+    def _expire(self, batch: list[EncodedHit], now: float) -> list[EncodedHit]:
+        if self._config.token_auth is not None:
+            return batch
+        limit = self._config.max_hit_age
+        fresh = [h for h in batch if now - h.created < limit]
+        if len(fresh) != len(batch):
+            dropped = len(batch) - len(fresh)
+            self._stats.drop("too_old", dropped)
+            self._stats.error(
+                f"dropped {dropped} hit(s) older than {limit:.0f} s: Matomo refuses hits "
+                "older than 24 h without token_auth"
+            )
+        return fresh
+
+    def _done(self) -> list[EncodedHit]:
+        batch = self._in_flight
+        if batch is None:
+            raise RuntimeError("no Send in flight")
+        self._in_flight = None
+        self._pending.pop(0)
+        return batch
+
+    def _retry(self, reason: str, retry_after: float | None = None) -> None:
+        batch = self._in_flight
+        assert batch is not None
+        self._in_flight = None
+        self._attempt += 1
+        self._retry_after = retry_after
+        self._sleep_due = True
+        self._stats.retried += 1
+        self._stats.error(f"{reason}; retrying {len(batch)} hit(s) (attempt {self._attempt + 1})")
+
+    def answered(self, answer: Answer, now: float) -> None:
+        """Matomo answered the last ``Send`` with an HTTP status."""
+        status = answer.status
+        if 200 <= status < 300:
+            batch = self._done()
+            self._attempt = 0
+            self._stats.batches += 1
+            self._stats.sent += len(batch)
+            tracked, invalid = _bulk_counts(answer.body)
+            if invalid:
+                self._stats.invalid += invalid
+                self._stats.error(
+                    f"Matomo counted {invalid} of {len(batch)} hit(s) invalid (wrong site id, a "
+                    "parameter that needs token_auth, or a malformed value); see Diagnostics > "
+                    "Tracking failures in Matomo"
+                )
+            confirmed = (tracked or 0) + (invalid or 0)
+            if tracked is None or confirmed < len(batch):
+                self._stats.unconfirmed += len(batch) - confirmed
+            return
+        if status in (408, 429) or status >= 500:
+            self._retry(
+                f"Matomo answered HTTP {status}", parse_retry_after(answer.retry_after, now)
+            )
+            return
+        if status == 413:
+            batch = self._done()
+            if len(batch) == 1:
+                self._stats.drop("too_large")
+                self._stats.error("Matomo refused a single hit as too large (HTTP 413); dropped")
+            else:
+                half = len(batch) // 2
+                self._pending[0:0] = [batch[:half], batch[half:]]
+                self._stats.retried += 1
+            return
+        batch = self._done()
+        self._stats.failed += len(batch)
+        self._stats.error(_explain_refusal(status, answer.location, len(batch)))
+
+    def failed(self, error: TransportError, detail: str, now: float) -> None:
+        """The last ``Send`` got no HTTP answer (connection refused, timeout, ...)."""
+        batch = self._in_flight
+        assert batch is not None
+        if error is TransportError.TIMEOUT:
+            self._stats.possible_duplicates += len(batch)
+        self._retry(f"could not reach Matomo ({error.value}: {detail})")
+
+    def abandon(self, reason: str) -> int:
+        """Give up on every hit left (counted as dropped for ``reason``); returns how many."""
+        left = self.remaining
+        self._pending.clear()
+        self._in_flight = None
+        if left:
+            self._stats.drop(reason, left)
+        return left
+
+
+def _bulk_counts(body: bytes) -> tuple[int | None, int]:
+    if not body:
+        return None, 0
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, 0
+    if not isinstance(data, dict):
+        return None, 0
+    tracked = data.get("tracked")
+    invalid = data.get("invalid")
+    t = tracked if isinstance(tracked, int) and not isinstance(tracked, bool) else None
+    i = invalid if isinstance(invalid, int) and not isinstance(invalid, bool) else 0
+    return t, max(0, i)
+
+
+def _explain_refusal(status: int, location: str | None, count: int) -> str:
+    if 300 <= status < 400:
+        where = f" to {location}" if location else ""
+        return (
+            f"Matomo answered with a redirect (HTTP {status}{where}); redirects are not followed "
+            f"so the token never leaves for another address: configure the final URL. "
+            f"{count} hit(s) dropped"
+        )
+    hint = {
+        400: "the request was refused as malformed",
+        401: "token_auth was refused: check the token and its write access to the site",
+        403: "access was refused: check token_auth and its write access to the site",
+        404: "no Matomo at this URL: check url (the base URL or its matomo.php)",
+        405: "this URL does not accept POST: check url",
+    }.get(status, "the request was refused")
+    return f"Matomo answered HTTP {status}: {hint}; {count} hit(s) dropped, not retried"
+
+
+class BatchBuilder:
+    """Gathers queued hits into one batch of at most ``batch_max_hits`` hits and
+    ``batch_max_bytes`` bytes."""
+
+    __slots__ = ("_max_bytes", "_max_hits", "hits", "size")
+
+    def __init__(self, config: TrackingConfig) -> None:
+        self._max_hits = config.batch_max_hits
+        self._max_bytes = config.batch_max_bytes
+        self.hits: list[EncodedHit] = []
+        self.size = 0
+
+    def offer(self, hit: EncodedHit) -> EncodedHit | None:
+        """Add ``hit``; if it would overflow a non-empty batch, return it for the next one."""
+        if self.hits and self.size + hit.size > self._max_bytes:
+            return hit
+        self.hits.append(hit)
+        self.size += hit.size
+        return None
+
+    @property
+    def full(self) -> bool:
+        """Whether no more hits should be added."""
+        return len(self.hits) >= self._max_hits or self.size >= self._max_bytes
+
+    def take(self) -> list[EncodedHit]:
+        """The batch so far; the builder starts empty again."""
+        hits, self.hits, self.size = self.hits, [], 0
+        return hits

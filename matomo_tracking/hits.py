@@ -1,0 +1,334 @@
+"""From a request and its response to Tracking API hits (a page view plus the hits a handler
+added), every parameter per the Matomo Tracking API reference."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+from urllib.parse import unquote_plus
+
+from matomo_tracking.actions import custom_variables_json
+from matomo_tracking.config import TrackingConfig
+from matomo_tracking.context import TrackingContext
+from matomo_tracking.fields import (
+    MAX_ACTION_NAME_BYTES,
+    MAX_DIMENSION_CHARS,
+    MAX_HEADER_CHARS,
+    MAX_PF_MS,
+    MAX_REFERRER_CHARS,
+    MAX_URL_BYTES,
+    MAX_USER_ID_CHARS,
+    clean_text,
+    truncate_bytes,
+    truncate_chars,
+)
+from matomo_tracking.filters import Filters
+from matomo_tracking.proxies import Origin, TrustedProxies, anonymize_ip
+from matomo_tracking.request import RequestView, ResponseView
+from matomo_tracking.visitor import pk_visitor_id, salted_visitor_id, valid_visitor_id
+
+__all__ = ["CLIENT_HINT_HEADERS", "Hit", "HitBuilder", "RandomSource"]
+
+logger = logging.getLogger("matomo_tracking")
+
+#: Request headers copied into ``uadata`` (header-style client hints, read by Matomo >= 4.12).
+CLIENT_HINT_HEADERS = (
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "sec-ch-ua-platform-version",
+    "sec-ch-ua-model",
+    "sec-ch-ua-arch",
+    "sec-ch-ua-bitness",
+    "sec-ch-ua-full-version",
+    "sec-ch-ua-full-version-list",
+    "sec-ch-ua-form-factors",
+    "x-requested-with",
+)
+_BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_SHARED = ("idsite", "rec", "apiv", "url", "ua", "lang", "uadata", "cip", "_id", "cid", "uid")
+_SHARED_BOT = ("bots", "recMode", "source")
+
+T = TypeVar("T")
+
+
+class RandomSource(Protocol):
+    """What the core needs of a random generator (``random.Random`` fits)."""
+
+    def random(self) -> float: ...
+
+    def getrandbits(self, k: int, /) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One Tracking API request: its parameters (all strings) and when it happened
+    (Unix seconds), from which ``cdo`` is computed when it is sent."""
+
+    params: Mapping[str, str]
+    created: float
+
+
+def new_page_view_id(rng: RandomSource) -> str:
+    """A fresh 6-character ``[0-9a-zA-Z]`` page-view id."""
+    n = rng.getrandbits(36)
+    chars = []
+    for _ in range(6):
+        n, r = divmod(n, 62)
+        chars.append(_BASE62[r])
+    return "".join(chars)
+
+
+def redact_query(query: str, names: frozenset[str]) -> str:
+    """``query`` with the values of parameters named in ``names`` replaced by ``REDACTED``;
+    every other byte stays exactly as sent."""
+    if not query or not names:
+        return query
+    parts = query.split("&")
+    changed = False
+    for i, part in enumerate(parts):
+        name, sep, _ = part.partition("=")
+        if sep and unquote_plus(name).strip().lower() in names:
+            parts[i] = name + "=REDACTED"
+            changed = True
+    return "&".join(parts) if changed else query
+
+
+class HitBuilder:
+    """Turns (request, response, context) into hits for one configuration.
+
+    ``salt`` keys the per-visitor ids sent when there is no token (so no ``cip``); pass the
+    configured ``visitor_salt`` or, without one, random bytes made once per process.
+    """
+
+    __slots__ = ("_day", "_failed_hooks", "_salt", "config", "filters", "proxies")
+
+    def __init__(self, config: TrackingConfig, *, salt: bytes) -> None:
+        self.config = config
+        self.filters = Filters(config)
+        self.proxies = TrustedProxies(config.trusted_proxies)
+        self._salt = salt
+        self._day: tuple[int, str] = (-1, "")
+        self._failed_hooks: set[str] = set()
+
+    def new_context(self) -> TrackingContext:
+        """A fresh per-request context."""
+        return TrackingContext(max_custom_variables=self.config.max_custom_variables)
+
+    def call_hook(self, name: str, hook: Callable[[RequestView], T], request: RequestView) -> T | None:
+        """Run a user hook; if it raises, log once per hook and return None."""
+        try:
+            return hook(request)
+        except Exception:
+            if name not in self._failed_hooks:
+                self._failed_hooks.add(name)
+                logger.warning("matomo: the %s hook raised; it is ignored", name, exc_info=True)
+            return None
+
+    def site_id(self, request: RequestView) -> int | None:
+        """The site id for ``request`` (from a callable when configured), or None."""
+        site = self.config.site_id
+        if isinstance(site, int):
+            return site
+        value = self.call_hook("site_id", site, request)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        return None
+
+    def origin(self, request: RequestView) -> Origin:
+        """Client IP, scheme and host after proxy resolution and host pinning."""
+        origin = self.proxies.resolve(request)
+        config = self.config
+        if config.base_url is not None:
+            return Origin(origin.client_ip, "", "")
+        if config.allowed_hosts and not _host_allowed(origin.host, config.allowed_hosts):
+            return Origin(origin.client_ip, origin.scheme, config.allowed_hosts[0].lstrip("*."))
+        return origin
+
+    def page_url(self, request: RequestView, origin: Origin) -> str:
+        """The absolute URL the client asked for (query redacted, cut to 1024 bytes)."""
+        query = redact_query(request.query_string, self.config.redact_query_params)
+        if self.config.base_url is not None:
+            prefix = self.config.base_url.rstrip("/")
+        else:
+            prefix = f"{origin.scheme}://{origin.host.lower()}"
+        url = prefix + request.url_path + ("?" + query if query else "")
+        return truncate_bytes(url, MAX_URL_BYTES)
+
+    def _today(self, now: float) -> str:
+        day = int(now // 86400)
+        if self._day[0] != day:
+            self._day = (day, time.strftime("%Y-%m-%d", time.gmtime(day * 86400)))
+        return self._day[1]
+
+    def build(
+        self,
+        request: RequestView,
+        response: ResponseView,
+        context: TrackingContext | None,
+        *,
+        now: float,
+        rng: RandomSource,
+        route: str | None = None,
+    ) -> list[Hit]:
+        """The page view and the context's extra hits, or [] when the request is skipped."""
+        config = self.config
+        if context is not None and context.skipped:
+            return []
+        if self.filters.skip_response(response) is not None:
+            return []
+        site = self.site_id(request)
+        if site is None:
+            return []
+        headers = request.headers
+        origin = self.origin(request)
+        ua = clean_text(headers.get("user-agent", ""), MAX_HEADER_CHARS)
+
+        params: dict[str, str] = {
+            "idsite": str(site),
+            "rec": "1",
+            "apiv": "1",
+            "rand": str(rng.getrandbits(31)),
+        }
+        url = context.url if context is not None and context.url else None
+        params["url"] = truncate_bytes(url, MAX_URL_BYTES) if url else self.page_url(request, origin)
+
+        action = context.action_name if context is not None else None
+        if action is None and config.action_name is not None:
+            action = self.call_hook("action_name", config.action_name, request)
+        if action is None:
+            action = route or request.path
+        params["action_name"] = truncate_bytes(clean_text(str(action), 4096), MAX_ACTION_NAME_BYTES)
+        if ua:
+            params["ua"] = ua
+        lang = clean_text(headers.get("accept-language", ""), 256)
+        if lang:
+            params["lang"] = lang
+        referrer = context.referrer if context is not None and context.referrer else None
+        referrer = referrer or headers.get("referer", "")
+        if referrer:
+            params["urlref"] = truncate_chars(clean_text(referrer, 4096), MAX_REFERRER_CHARS)
+        if response.ttfb_ms is not None:
+            pf_srv = max(0, round(response.ttfb_ms))
+            if pf_srv <= MAX_PF_MS:
+                params["pf_srv"] = str(pf_srv)
+        params["pv_id"] = new_page_view_id(rng)
+        self._identity(params, request, origin, context, site, ua, now)
+        uadata = _client_hints(headers)
+        if uadata:
+            params["uadata"] = uadata
+        self._dimensions(params, request, response, context)
+        if context is not None:
+            if context.page_variables:
+                params["cvar"] = custom_variables_json(context.page_variables, context.max_custom_variables)
+            if context.visit_variables:
+                params["_cvar"] = custom_variables_json(context.visit_variables, context.max_custom_variables)
+            params.update(context.page_params)
+        if config.bots == "visits":
+            params["bots"] = "1"
+        elif config.bots == "bot-reports":
+            params["recMode"] = "2"
+            params["http_status"] = str(response.status)
+            params["bw_bytes"] = str(response.body_bytes)
+            if config.bot_source:
+                params["source"] = config.bot_source
+
+        hits = [Hit(params, now)]
+        if context is not None and context.extra_hits:
+            shared = {k: params[k] for k in (*_SHARED, *_SHARED_BOT, "pv_id") if k in params}
+            shared["rand"] = params["rand"]
+            for extra in context.extra_hits:
+                hit = dict(shared)
+                hit.update(extra)
+                hits.append(Hit(hit, now))
+        return hits
+
+    def _identity(
+        self,
+        params: dict[str, str],
+        request: RequestView,
+        origin: Origin,
+        context: TrackingContext | None,
+        site: int,
+        ua: str,
+        now: float,
+    ) -> None:
+        config = self.config
+        client_ip = origin.client_ip
+        if client_ip is not None and config.anonymize_ip:
+            client_ip = anonymize_ip(client_ip, config.anonymize_ip)
+        cookie = request.headers.get("cookie", "")
+        pk_id = pk_visitor_id(cookie, site) if cookie else None
+        forced = context.visitor_id if context is not None else None
+        if config.token_auth is not None:
+            if client_ip is not None:
+                params["cip"] = client_ip
+            if forced is not None:
+                params["cid"] = forced
+            elif pk_id is not None:
+                params["_id"] = pk_id
+        else:
+            # Without cip every visitor shares the server's IP; a per-visitor id keeps
+            # visits apart. A JavaScript visitor id keeps server and browser hits together.
+            if pk_id is not None:
+                params["_id"] = pk_id
+            if forced is not None:
+                params["cid"] = forced
+            elif pk_id is not None:
+                params["cid"] = pk_id
+            elif client_ip is not None:
+                params["cid"] = salted_visitor_id(self._salt, client_ip, ua, site, self._today(now))
+        user_id = context.user_id if context is not None else None
+        if user_id is None and config.user_id is not None:
+            hooked = self.call_hook("user_id", config.user_id, request)
+            user_id = None if hooked is None else str(hooked)
+        if user_id:
+            params["uid"] = clean_text(user_id, MAX_USER_ID_CHARS)
+
+    def _dimensions(
+        self,
+        params: dict[str, str],
+        request: RequestView,
+        response: ResponseView,
+        context: TrackingContext | None,
+    ) -> None:
+        config = self.config
+        dims: dict[int, str] = dict(config.dimensions)
+        if config.status_dimension is not None:
+            dims[config.status_dimension] = str(response.status)
+        if config.method_dimension is not None:
+            dims[config.method_dimension] = request.method
+        if config.bytes_dimension is not None:
+            dims[config.bytes_dimension] = str(response.body_bytes)
+        if context is not None:
+            dims.update(context.dimensions)
+        for key, value in dims.items():
+            params[f"dimension{key}"] = clean_text(value, MAX_DIMENSION_CHARS)
+
+
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    name = host.lower()
+    if name.startswith("["):
+        name = name.split("]", 1)[0] + "]"
+    else:
+        name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    for pattern in allowed:
+        if pattern.startswith("*."):
+            if name.endswith(pattern[1:]) or name == pattern[2:]:
+                return True
+        elif name == pattern:
+            return True
+    return False
+
+
+def _client_hints(headers: Mapping[str, str]) -> str | None:
+    if "sec-ch-ua" not in headers and "x-requested-with" not in headers:
+        return None
+    hints = {
+        name: clean_text(headers[name], 256) for name in CLIENT_HINT_HEADERS if name in headers
+    }
+    return json.dumps(hints, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,215 @@
+"""Normalised views of a request and its response, built from an ASGI scope or a WSGI environ."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+__all__ = [
+    "RequestView",
+    "ResponseView",
+    "decode_header",
+    "request_from_asgi",
+    "request_from_wsgi",
+]
+
+# Characters kept as they are when percent-encoding a decoded path: RFC 3986 pchar plus "/".
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """What the core needs to know about one incoming request.
+
+    ``path`` is the app-relative, decoded path that filters and route matching see;
+    ``url_path`` is the full path the client asked for (root path included), percent-encoded.
+    ``headers`` maps lower-case names to text values (repeated headers joined by ``", "``,
+    cookies by ``"; "``). ``client`` is the peer address the server reported.
+    ``source`` is the native request object (ASGI scope, WSGI environ or a framework request)
+    for hooks that need more than the view carries.
+    """
+
+    method: str
+    scheme: str
+    path: str
+    url_path: str
+    query_string: str
+    headers: Mapping[str, str]
+    client: str | None = None
+    server: tuple[str, int | None] | None = None
+    root_path: str = ""
+    source: Any = field(default=None, compare=False, repr=False)
+
+    def header(self, name: str, default: str = "") -> str:
+        """The value of header ``name`` (lower case), or ``default``."""
+        return self.headers.get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseView:
+    """What the adapter observed of the response.
+
+    ``ttfb_ms`` is the time from the request's arrival to the first response byte (``pf_srv``);
+    ``body_bytes`` the body bytes actually sent; ``failed`` whether an exception escaped the app.
+    """
+
+    status: int
+    content_type: str = ""
+    ttfb_ms: float | None = None
+    body_bytes: int = 0
+    failed: bool = False
+
+
+def decode_header(raw: bytes) -> str:
+    """Header bytes as text: UTF-8 where valid, else latin-1 (never raises)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _collect(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        if name in headers:
+            sep = "; " if name == "cookie" else ", "
+            headers[name] = headers[name] + sep + value
+        else:
+            headers[name] = value
+    return headers
+
+
+def _encode_path(path: str) -> str:
+    return quote(path, safe=_PATH_SAFE)
+
+
+def _server(value: object) -> tuple[str, int | None] | None:
+    if isinstance(value, list | tuple) and len(value) == 2 and isinstance(value[0], str):
+        port = value[1] if isinstance(value[1], int) and not isinstance(value[1], bool) else None
+        return (value[0], port)
+    return None
+
+
+def request_from_asgi(scope: Mapping[str, Any]) -> RequestView:
+    """Build a view of an ASGI ``http`` scope (never raises on malformed optional keys)."""
+    pairs: list[tuple[str, str]] = []
+    raw_headers = scope.get("headers") or ()
+    for item in raw_headers:
+        try:
+            name, value = item
+            pairs.append((decode_header(bytes(name)).lower(), decode_header(bytes(value))))
+        except (TypeError, ValueError):
+            continue
+    headers = _collect(pairs)
+
+    root_path = scope.get("root_path") or ""
+    path = scope.get("path") or "/"
+    if not isinstance(root_path, str):
+        root_path = ""
+    if not isinstance(path, str):
+        path = "/"
+    # Servers following the current ASGI spec put the root path inside ``path``; older ones
+    # do not. Strip it only when it is there.
+    if root_path and (path == root_path or path.startswith(root_path + "/")):
+        app_path = path[len(root_path) :] or "/"
+    else:
+        app_path = path
+    full_path = root_path + app_path
+
+    url_path = _encode_path(full_path)
+    raw_path = scope.get("raw_path")
+    if isinstance(raw_path, bytes) and raw_path:
+        raw = raw_path.split(b"?", 1)[0]
+        # raw_path keeps the client's own percent-encoding; trust it only if it decodes
+        # to the same path the server gave us.
+        if unquote_to_bytes(raw) == full_path.encode("utf-8", "surrogateescape"):
+            url_path = raw.decode("latin-1")
+        elif root_path and unquote_to_bytes(raw) == app_path.encode("utf-8", "surrogateescape"):
+            url_path = _encode_path(root_path) + raw.decode("latin-1")
+
+    query = scope.get("query_string") or b""
+    query_string = decode_header(query) if isinstance(query, bytes) else ""
+
+    client = scope.get("client")
+    peer = client[0] if isinstance(client, list | tuple) and client and isinstance(client[0], str) else None
+
+    method = scope.get("method")
+    scheme = scope.get("scheme")
+    return RequestView(
+        method=method.upper() if isinstance(method, str) else "GET",
+        scheme=scheme if scheme in ("http", "https") else ("https" if scheme == "wss" else "http"),
+        path=app_path,
+        url_path=url_path,
+        query_string=query_string,
+        headers=headers,
+        client=peer,
+        server=_server(scope.get("server")),
+        root_path=root_path,
+        source=scope,
+    )
+
+
+def _wsgi_text(value: str) -> str:
+    """WSGI strings are latin-1 decodings of the raw bytes: recover the bytes, then decode."""
+    try:
+        return decode_header(value.encode("latin-1"))
+    except UnicodeEncodeError:
+        return value
+
+
+def request_from_wsgi(environ: Mapping[str, Any]) -> RequestView:
+    """Build a view of a WSGI environ (never raises on malformed optional keys)."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in environ.items():
+        if not isinstance(value, str) or not isinstance(key, str):
+            continue
+        if key.startswith("HTTP_"):
+            pairs.append((key[5:].replace("_", "-").lower(), _wsgi_text(value)))
+        elif key == "CONTENT_TYPE" and value:
+            pairs.append(("content-type", _wsgi_text(value)))
+    headers = dict(pairs)
+
+    script_name = environ.get("SCRIPT_NAME") or ""
+    path_info = environ.get("PATH_INFO") or ""
+    script_name = _wsgi_text(script_name) if isinstance(script_name, str) else ""
+    path_info = _wsgi_text(path_info) if isinstance(path_info, str) else ""
+    app_path = path_info or "/"
+    full_path = script_name.rstrip("/") + app_path if script_name else app_path
+
+    url_path = _encode_path(full_path)
+    raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if isinstance(raw_uri, str) and raw_uri.startswith("/"):
+        raw = raw_uri.split("?", 1)[0]
+        try:
+            if unquote_to_bytes(raw).decode("utf-8") == full_path:
+                url_path = raw
+        except UnicodeDecodeError:
+            pass
+
+    query = environ.get("QUERY_STRING") or ""
+    query_string = _wsgi_text(query) if isinstance(query, str) else ""
+
+    peer = environ.get("REMOTE_ADDR")
+    server_name = environ.get("SERVER_NAME")
+    server_port = environ.get("SERVER_PORT")
+    server: tuple[str, int | None] | None = None
+    if isinstance(server_name, str) and server_name:
+        port = int(server_port) if isinstance(server_port, str) and server_port.isdigit() else None
+        server = (server_name, port)
+
+    method = environ.get("REQUEST_METHOD")
+    scheme = environ.get("wsgi.url_scheme")
+    return RequestView(
+        method=method.upper() if isinstance(method, str) and method else "GET",
+        scheme=scheme if scheme in ("http", "https") else "http",
+        path=app_path,
+        url_path=url_path,
+        query_string=query_string,
+        headers=headers,
+        client=peer if isinstance(peer, str) and peer else None,
+        server=server,
+        root_path=script_name.rstrip("/"),
+        source=environ,
+    )

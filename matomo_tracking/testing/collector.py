@@ -1,0 +1,395 @@
+"""A Matomo-compatible tracking collector for tests, demos and local development.
+
+It accepts what Matomo's ``matomo.php`` accepts (single hits by GET or POST form, bulk JSON),
+validates each hit the way Matomo does — and a little more strictly where a silent Matomo
+default would hide a client bug — stores the accepted hits in memory and answers like Matomo.
+Failure modes (``fail_with``, ``slow``, ``hold``) let tests play an unhealthy Matomo.
+
+``collector.asgi`` and ``collector.wsgi`` are the same collector as ASGI and WSGI apps;
+``GET /`` is a live, auto-refreshing page of received hits and ``GET /hits.json`` their JSON.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+__all__ = ["Collector", "ReceivedHit"]
+
+_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+_TOKEN_AGE_LIMIT = 86400
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+Response = tuple[int, list[tuple[str, str]], bytes]
+
+
+@dataclass(frozen=True)
+class ReceivedHit:
+    """A hit the collector accepted: its parameters, when it arrived, the time Matomo would
+    record it at (``cdt``/``cdo`` applied), and whether it came in a bulk request."""
+
+    params: Mapping[str, str]
+    received_at: float
+    recorded_at: float
+    bulk: bool
+    authenticated: bool
+
+    def __getitem__(self, key: str) -> str:
+        return self.params[key]
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """A parameter, or ``default``."""
+        return self.params.get(key, default)
+
+
+@dataclass
+class _Mode:
+    fail_status: int | None = None
+    fail_count: int | None = None
+    delay: float = 0.0
+    hold: bool = False
+    hang_after_read: float = 0.0
+    retry_after: str | None = None
+
+
+@dataclass
+class Collector:
+    """An in-memory Matomo tracking endpoint.
+
+    ``site_ids``: the sites that exist. ``token_auth``: the token that authenticates (None:
+    no token works). ``clock``: where the collector reads the time (``time.time``).
+    """
+
+    site_ids: Iterable[int] = (1,)
+    token_auth: str | None = None
+    clock: Callable[[], float] = time.time
+    hits: list[ReceivedHit] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    invalid: list[tuple[Mapping[str, Any], str]] = field(default_factory=list)
+    mode: _Mode = field(default_factory=_Mode)
+
+    def __post_init__(self) -> None:
+        self.site_ids = frozenset(self.site_ids)
+        self._orders: set[tuple[str, str]] = set()
+
+    def __repr__(self) -> str:
+        return f"Collector(site_ids={sorted(self.site_ids)!r}, hits={len(self.hits)})"
+
+    # -- failure modes -------------------------------------------------------------------
+    def fail_with(self, status: int, count: int | None = None, retry_after: str | None = None) -> None:
+        """Answer the next ``count`` tracking requests (all, if None) with HTTP ``status``."""
+        self.mode.fail_status, self.mode.fail_count = status, count
+        self.mode.retry_after = retry_after
+
+    def slow(self, seconds: float) -> None:
+        """Wait ``seconds`` before answering each tracking request."""
+        self.mode.delay = seconds
+
+    def hold(self) -> None:
+        """Keep every tracking request waiting (unanswered) until ``release()``."""
+        self.mode.hold = True
+
+    def release(self) -> None:
+        """Let held requests through."""
+        self.mode.hold = False
+
+    def hang_after_read(self, seconds: float) -> None:
+        """Read each request, record nothing, and answer only after ``seconds`` (so a client
+        with a shorter timeout gives up after Matomo may have received the hits)."""
+        self.mode.hang_after_read = seconds
+
+    def heal(self) -> None:
+        """Back to a healthy collector."""
+        self.mode = _Mode()
+
+    def clear(self) -> None:
+        """Forget everything received."""
+        self.hits.clear()
+        self.requests.clear()
+        self.invalid.clear()
+        self._orders.clear()
+
+    # -- queries -------------------------------------------------------------------------
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedHit]:
+        """Wait until at least ``count`` hits arrived; return them (raises on timeout)."""
+        deadline = time.monotonic() + timeout
+        while len(self.hits) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"expected {count} hit(s), received {len(self.hits)}")
+            time.sleep(0.01)
+        return list(self.hits)
+
+    # -- the protocol --------------------------------------------------------------------
+    def _fail_now(self) -> int | None:
+        mode = self.mode
+        if mode.fail_status is None:
+            return None
+        if mode.fail_count is not None:
+            if mode.fail_count <= 0:
+                mode.fail_status = None
+                return None
+            mode.fail_count -= 1
+        return mode.fail_status
+
+    def handle(self, method: str, path: str, query: str, body: bytes) -> Response:
+        """Answer one HTTP request (no waiting: failure delays are applied by the servers)."""
+        if path in ("", "/") and method == "GET":
+            return 200, [("content-type", "text/html; charset=utf-8")], self.page().encode()
+        if path == "/hits.json":
+            data = [dict(h.params) for h in self.hits]
+            return 200, [("content-type", "application/json")], json.dumps(data).encode()
+        if not (path.endswith("/matomo.php") or path.endswith("/piwik.php")):
+            return 404, [("content-type", "text/plain")], b"not found"
+        status = self._fail_now()
+        if status is not None:
+            headers = [("content-type", "text/plain")]
+            if self.mode.retry_after:
+                headers.append(("retry-after", self.mode.retry_after))
+            return status, headers, b"collector failure mode"
+        now = self.clock()
+        if method == "POST" and b'"requests"' in body:
+            return self._bulk(body, query, now)
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        if method == "POST":
+            params.update(
+                {k: v for k, v in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if k not in params}
+            )
+        if not params:
+            return (200 if method == "GET" else 400), [("content-type", "text/plain")], b"Matomo collector"
+        token = params.pop("token_auth", None)
+        send_image = params.pop("send_image", None)
+        reason = self._record(params, token, now, bulk=False)
+        self.requests.append({"bulk": False, "count": 1, "token": token is not None})
+        if reason is not None:
+            return 400, [("content-type", "text/plain")], b"This resource is part of Matomo"
+        if send_image == "0":
+            return 204, [], b""
+        return 200, [("content-type", "image/gif")], _GIF
+
+    def _bulk(self, body: bytes, query: str, now: float) -> Response:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("requests"), list):
+            answer = {"status": "success", "tracked": 0, "invalid": 0}
+            return 200, [("content-type", "application/json")], json.dumps(answer).encode()
+        token = data.get("token_auth")
+        token = token if isinstance(token, str) else None
+        tracked = invalid = 0
+        indices: list[int] = []
+        position = 0
+        for entry in data["requests"]:
+            if isinstance(entry, str):
+                if "?" not in entry:
+                    continue  # Matomo silently skips strings without a query part
+                params: dict[str, Any] = dict(parse_qsl(entry.split("?", 1)[1], keep_blank_values=True))
+            elif isinstance(entry, dict):
+                params = dict(entry)
+            else:
+                continue
+            if params.get("ca") == "1" and params.get("ping") == "1":
+                answer = {"status": "error", "tracked": tracked, "invalid": invalid}
+                return 500, [("content-type", "application/json")], json.dumps(answer).encode()
+            if self._record(params, token, now, bulk=True) is None:
+                tracked += 1
+            else:
+                invalid += 1
+                indices.append(position)
+            position += 1
+        self.requests.append({"bulk": True, "count": position, "token": token is not None})
+        answer: dict[str, Any] = {"status": "success", "tracked": tracked, "invalid": invalid}
+        if token is not None and token == self.token_auth:
+            answer["invalid_indices"] = indices
+        return 200, [("content-type", "application/json")], json.dumps(answer).encode()
+
+    def _record(self, params: dict[str, Any], token: str | None, now: float, *, bulk: bool) -> str | None:
+        reason = self._validate(params, token, now)
+        if reason is not None:
+            self.invalid.append((params, reason))
+            return reason
+        if str(params.get("rec", "")) not in ("", "0") and _int(params.get("rec")):
+            recorded = now
+            cdt, cdo = params.get("cdt"), params.get("cdo")
+            if isinstance(cdt, str) and cdt.isdigit():
+                recorded = float(cdt)
+            if isinstance(cdo, str) and cdo.lstrip("-").isdigit():
+                recorded -= abs(int(cdo))
+            authenticated = token is not None and token == self.token_auth
+            self.hits.append(ReceivedHit(params, now, recorded, bulk, authenticated))
+        return None
+
+    def _validate(self, params: Mapping[str, Any], token: str | None, now: float) -> str | None:
+        for key, value in params.items():
+            if not isinstance(value, str):
+                return f"{key}: values must be strings"
+        authenticated = token is not None and self.token_auth is not None and token == self.token_auth
+        site = _int(params.get("idsite"))
+        if site is None or site not in self.site_ids:
+            return "idsite: unknown or invalid site"
+        if "cip" in params and not authenticated:
+            return "cip requires a valid token_auth"
+        for key in ("country", "region", "city", "lat", "long"):
+            if key in params and not authenticated:
+                return f"{key} requires a valid token_auth"
+        cid = params.get("cid")
+        if cid and (len(cid) != 16 or not set(cid) <= _HEX):
+            return "cid must be 16 hexadecimal characters"
+        visitor = params.get("_id")
+        if visitor and len(visitor) >= 16 and not set(visitor[:16]) <= _HEX:
+            return "_id must be hexadecimal"
+        recorded = now
+        cdt = params.get("cdt")
+        if cdt and cdt.isdigit():
+            recorded = float(cdt)
+        cdo = params.get("cdo")
+        if cdo:
+            if not cdo.lstrip("-").isdigit():
+                return "cdo must be an integer"
+            recorded -= abs(int(cdo))
+        if now - recorded >= _TOKEN_AGE_LIMIT and not authenticated:
+            return "custom timestamp older than 24 h requires token_auth"
+        for key in ("e_c", "e_a"):
+            if "e_c" in params and "e_a" in params and not params[key].strip():
+                return f"{key} must not be empty or whitespace"
+        if "c_n" in params and not params["c_n"].strip():
+            return "c_n must not be empty"
+        for key, value in params.items():
+            if key.startswith("pf_") and value and (_int(value) is None or int(value) < 0):
+                return f"{key} must be a non-negative integer"
+        if params.get("ec_id"):
+            order = (str(site), params["ec_id"])
+            if order in self._orders:
+                return "duplicate order id"
+            self._orders.add(order)
+        for key in ("_cvar", "cvar", "ec_items", "uadata"):
+            if key in params and params[key]:
+                try:
+                    json.loads(params[key])
+                except ValueError:
+                    return f"{key} must be JSON"
+        return None
+
+    # -- the live page -------------------------------------------------------------------
+    def page(self) -> str:
+        """An auto-refreshing HTML page listing the latest hits (every value escaped)."""
+        rows = []
+        for hit in reversed(self.hits[-200:]):
+            p = hit.params
+            cells = (
+                time.strftime("%H:%M:%S", time.localtime(hit.recorded_at)),
+                p.get("action_name") or p.get("e_a") or p.get("search") or "",
+                p.get("url", ""),
+                p.get("http_status", ""),
+                p.get("pf_srv", ""),
+                p.get("uid") or p.get("cid") or p.get("_id") or "",
+            )
+            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+        return (
+            "<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='2'>"
+            "<title>Matomo collector</title><style>body{font-family:sans-serif}td,th{padding:2px 8px;"
+            "text-align:left}tr:nth-child(even){background:#f4f4f4}</style></head><body>"
+            f"<h1>Matomo collector</h1><p id='count'>{len(self.hits)} hit(s) received</p>"
+            "<table id='hits'><tr><th>time</th><th>action</th><th>url</th><th>status</th>"
+            "<th>pf_srv</th><th>visitor</th></tr>" + "".join(rows) + "</table></body></html>"
+        )
+
+    # -- servers -------------------------------------------------------------------------
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        """The collector as a WSGI app."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        if self._tracking(environ.get("PATH_INFO", "/")):
+            self._wait_sync()
+        status, headers, payload = self._answer_after_hang_sync(
+            environ.get("REQUEST_METHOD", "GET"),
+            environ.get("PATH_INFO", "/"),
+            environ.get("QUERY_STRING", ""),
+            body,
+        )
+        start_response(f"{status} {_reason(status)}", [*headers, ("content-length", str(len(payload)))])
+        return [payload]
+
+    def _tracking(self, path: str) -> bool:
+        return path.endswith(".php")
+
+    def _wait_sync(self) -> None:
+        if self.mode.delay:
+            time.sleep(self.mode.delay)
+        while self.mode.hold:
+            time.sleep(0.01)
+
+    def _answer_after_hang_sync(self, method: str, path: str, query: str, body: bytes) -> Response:
+        if self.mode.hang_after_read and self._tracking(path):
+            time.sleep(self.mode.hang_after_read)
+            self.requests.append({"bulk": True, "count": 0, "hung": True})
+            return 503, [], b""
+        return self.handle(method, path, query, body)
+
+    async def asgi(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        """The collector as an ASGI app."""
+        import asyncio  # only when served over ASGI; the core itself never imports asyncio
+
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        path = scope.get("path", "/")
+        tracking = self._tracking(path)
+        if tracking and self.mode.delay:
+            await asyncio.sleep(self.mode.delay)
+        while tracking and self.mode.hold:
+            await asyncio.sleep(0.01)
+        if tracking and self.mode.hang_after_read:
+            await asyncio.sleep(self.mode.hang_after_read)
+            status, headers, payload = 503, [], b""
+        else:
+            query = scope.get("query_string", b"").decode("latin-1")
+            status, headers, payload = self.handle(scope.get("method", "GET"), path, query, body)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode(), v.encode()) for k, v in headers]
+                + [(b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"

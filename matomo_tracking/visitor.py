@@ -1,0 +1,56 @@
+"""Visitor identity: the JavaScript tracker's ``_pk_id`` cookie, and a keyed per-visitor id
+for servers that cannot send the visitor's IP."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import unquote
+
+__all__ = ["pk_visitor_id", "salted_visitor_id", "valid_visitor_id"]
+
+_HEX16 = re.compile(r"[0-9a-fA-F]{16}")
+_MAX_COOKIE_HEADER = 8192
+
+
+def valid_visitor_id(value: str) -> bool:
+    """Whether ``value`` is a Matomo visitor id: exactly 16 hexadecimal characters."""
+    return _HEX16.fullmatch(value) is not None
+
+
+def pk_visitor_id(cookie_header: str, site_id: int) -> str | None:
+    """The visitor id in the ``_pk_id.<site_id>.<hash>`` cookie, lower-cased, or None.
+
+    Malformed, oversized or non-hex values are ignored; this never raises.
+    """
+    if "_pk_id" not in cookie_header or len(cookie_header) > _MAX_COOKIE_HEADER:
+        return None
+    prefix = f"_pk_id.{site_id}."
+    cookies: SimpleCookie = SimpleCookie()
+    try:
+        cookies.load(cookie_header)
+    except CookieError:
+        return None
+    for name, morsel in cookies.items():
+        if name.startswith(prefix):
+            visitor = unquote(morsel.value).split(".", 1)[0]
+            if valid_visitor_id(visitor):
+                return visitor.lower()
+    # SimpleCookie stops at the first cookie it cannot parse; look at the pairs directly.
+    for pair in cookie_header.split(";"):
+        name, _, value = pair.strip().partition("=")
+        if name.startswith(prefix):
+            visitor = unquote(value.strip('"')).split(".", 1)[0]
+            if valid_visitor_id(visitor):
+                return visitor.lower()
+    return None
+
+
+def salted_visitor_id(salt: bytes, client_ip: str, user_agent: str, site_id: int, day: str) -> str:
+    """16 hex characters of HMAC-SHA256 over (client IP, user agent, site, day) keyed with
+    ``salt``: stable for one person on one day, meaningless without the salt, and the IP never
+    leaves the process."""
+    message = "\x1f".join((client_ip, user_agent, str(site_id), day)).encode("utf-8", "replace")
+    return hmac.new(salt, message, hashlib.sha256).hexdigest()[:16]
