@@ -6,13 +6,21 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    from typing_extensions import Required
+
     from matomo_tracking.request import RequestView
 
-__all__ = ["DEFAULT_REDACTED_QUERY_PARAMS", "BotMode", "TrackingConfig", "endpoint_url"]
+__all__ = [
+    "DEFAULT_REDACTED_QUERY_PARAMS",
+    "BotMode",
+    "TrackingConfig",
+    "TrackingOptions",
+    "endpoint_url",
+]
 
 BotMode = Literal["exclude", "visits", "bot-reports"]
 
@@ -207,7 +215,7 @@ class TrackingConfig:
             )
         if "url" not in kwargs:
             raise ValueError("url is required: the Matomo base URL or its matomo.php endpoint")
-        return cls(**kwargs)
+        return cls(**kwargs)  # validation converts iterables and names any bad key
 
 
 def _positive_int(value: object) -> bool:
@@ -279,3 +287,47 @@ def _dimensions(values: object) -> Mapping[int, str]:
         if not _positive_int(key) or not isinstance(value, str):
             raise _fail("dimensions", values, "a mapping of dimension id (int > 0) to value (str)")
     return dict(values)
+
+
+class TrackingOptions(TypedDict, total=False):
+    """The keyword arguments of every ``MatomoMiddleware`` and tracker (see ``TrackingConfig``)."""
+
+    url: Required[str]
+    site_id: int | Callable[[RequestView], int]
+    token_auth: str | None
+    ignore_paths: Iterable[str]
+    ignore_patterns: Iterable[str]
+    ignore_methods: Iterable[str]
+    ignore_html: bool
+    ignore_status_codes: Iterable[int]
+    ignore_user_agents: Iterable[str]
+    ignore_bots: bool
+    sample_rate: float
+    trusted_proxies: Iterable[str]
+    allowed_hosts: Iterable[str]
+    base_url: str | None
+    visitor_salt: str | None
+    respect_dnt: bool
+    respect_gpc: bool
+    anonymize_ip: int
+    redact_query_params: Iterable[str]
+    dimensions: Mapping[int, str]
+    status_dimension: int | None
+    method_dimension: int | None
+    bytes_dimension: int | None
+    max_custom_variables: int
+    bots: BotMode
+    bot_source: str | None
+    user_id: Callable[[RequestView], str | None] | None
+    action_name: Callable[[RequestView], str | None] | None
+    batch_max_hits: int
+    batch_max_bytes: int
+    batch_max_age: float
+    queue_max_hits: int
+    queue_max_bytes: int
+    timeout: float
+    shutdown_timeout: float
+    backoff_base: float
+    backoff_max: float
+    max_hit_age: float
+    sync_mode: bool

@@ -115,6 +115,19 @@ class HitBuilder:
         self._day: tuple[int, str] = (-1, "")
         self._failed_hooks: set[str] = set()
 
+    @classmethod
+    def for_config(cls, config: TrackingConfig, *, random_salt: bytes) -> HitBuilder:
+        """A builder keyed with ``config.visitor_salt``, or with ``random_salt`` (made once per
+        process by the caller) and a warning when visitor ids matter and no salt is set."""
+        if config.visitor_salt is not None:
+            return cls(config, salt=config.visitor_salt.encode("utf-8"))
+        if config.token_auth is None:
+            logger.warning(
+                "matomo: no visitor_salt configured; visitor ids (cid) use a random salt for this "
+                "process, so one visitor counts as several across processes and restarts"
+            )
+        return cls(config, salt=random_salt)
+
     def new_context(self) -> TrackingContext:
         """A fresh per-request context."""
         return TrackingContext(max_custom_variables=self.config.max_custom_variables)
