@@ -46,7 +46,7 @@ def _ensure_venv(extra: str) -> None:
 def main(argv: list[str]) -> int:
     command, args = (argv[0], argv[1:]) if argv else ("help", [])
     if command == "demo":
-        _ensure_venv("asgi")
+        _ensure_venv("demo")
         return subprocess.call([str(PYTHON), str(ROOT / "examples" / "demo.py"), *args], cwd=ROOT)
     if command == "test":
         _ensure_venv("dev")

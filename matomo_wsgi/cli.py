@@ -1,0 +1,197 @@
+"""The ``matomo-middleware`` command line: ``check`` a Matomo configuration, run a local
+``collector``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import ssl
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+import httpx
+
+from matomo_tracking.config import TrackingConfig
+from matomo_tracking.hits import Hit
+from matomo_tracking.wire import BULK_HEADERS, bulk_body, encode_hit
+
+__all__ = ["check", "main"]
+
+
+def _cause_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _explain_transport(exc: httpx.TransportError, host: str) -> str:
+    text = " ".join(str(e) for e in _cause_chain(exc)).lower()
+    if any(isinstance(e, ssl.SSLError) for e in _cause_chain(exc)) or "certificate" in text or "ssl" in text:
+        return (
+            f"TLS error talking to {host}: the certificate was not accepted.\n"
+            "  What to do: check the URL's host name matches the certificate, that the server's "
+            "certificate chain is complete, or pass your own httpx client with the right CA bundle."
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return (
+            f"Timeout: {host} did not answer in time.\n"
+            "  What to do: check that Matomo is up and reachable from this machine (firewall, proxy), "
+            "or raise `timeout`."
+        )
+    if any(word in text for word in ("name or service not known", "nodename nor servname", "getaddrinfo", "name resolution", "no address associated")):
+        return (
+            f"Name resolution failed: {host} is not a known host name.\n"
+            "  What to do: check the spelling of the URL and this machine's DNS."
+        )
+    if "refused" in text:
+        return (
+            f"Connection refused by {host}: nothing listens on that port.\n"
+            "  What to do: check the port in the URL and that the web server in front of Matomo is running."
+        )
+    return (
+        f"Could not reach {host}: {type(exc).__name__}.\n"
+        "  What to do: check the URL and the network between this machine and Matomo."
+    )
+
+
+def check(
+    url: str,
+    site_id: int,
+    token_auth: str | None = None,
+    *,
+    timeout: float = 10.0,
+    out: TextIO = sys.stdout,
+    client: httpx.Client | None = None,
+) -> int:
+    """Send one test hit in bulk form and explain the outcome; 0 only if Matomo confirmed it."""
+    try:
+        config = TrackingConfig(url=url, site_id=site_id, token_auth=token_auth, timeout=timeout)
+    except ValueError as exc:
+        print(f"Configuration error: {exc}", file=out)
+        return 2
+    endpoint = config.endpoint
+    host = httpx.URL(endpoint).host
+    now = time.time()
+    params = {
+        "idsite": str(site_id),
+        "rec": "1",
+        "apiv": "1",
+        "url": "https://matomo-middleware.check/",
+        "action_name": "matomo-middleware check",
+        "ua": "matomo-middleware-check",
+    }
+    body = bulk_body([encode_hit(Hit(params, now))], token_auth=config.token_auth, now=now)
+    print(f"Sending one test hit for site {site_id} to {endpoint}", file=out)
+    own = client is None
+    http = client if client is not None else httpx.Client(timeout=timeout)
+    try:
+        response = http.post(endpoint, content=body, headers=BULK_HEADERS, follow_redirects=False)
+    except httpx.TransportError as exc:
+        print(_explain_transport(exc, host), file=out)
+        return 1
+    finally:
+        if own:
+            http.close()
+    status = response.status_code
+    if 300 <= status < 400:
+        print(
+            f"HTTP {status}: Matomo redirects to {response.headers.get('location', '?')}.\n"
+            "  What to do: use the final URL (often https:// instead of http://); redirects are "
+            "never followed so the token cannot travel elsewhere.",
+            file=out,
+        )
+        return 1
+    if status >= 400:
+        hint = {
+            400: "the request was refused as malformed; is this really a Matomo tracking endpoint?",
+            401: "the token was refused: check token_auth and that its user has write access to the site.",
+            403: "access was refused: check token_auth, its write access, and any web server rules.",
+            404: "there is no Matomo tracking endpoint at this URL: use Matomo's base URL or its matomo.php.",
+            405: "this URL does not accept POST: use Matomo's base URL or its matomo.php.",
+            413: "the web server refused the body as too large (check its body size limit).",
+            429: "Matomo (or a proxy) is rate limiting: try again later.",
+        }.get(status, "Matomo or the web server in front of it failed: look at its error log." if status >= 500 else "the request was refused.")
+        print(f"HTTP {status}: {hint}", file=out)
+        return 1
+    try:
+        answer = response.json()
+    except (ValueError, UnicodeDecodeError):
+        answer = None
+    if not isinstance(answer, dict) or "tracked" not in answer:
+        print(
+            f"HTTP {status} without bulk counts: the hit was accepted but not confirmed.\n"
+            "  This is what Matomo's QueuedTracking plugin answers (hits are processed later), or "
+            "the URL is not a Matomo. Check Visits > Visits log for a 'matomo-middleware check' page.",
+            file=out,
+        )
+        return 1
+    tracked, invalid = answer.get("tracked"), answer.get("invalid")
+    if invalid:
+        print(
+            "Matomo answered: the hit is invalid.\n"
+            f"  Likely causes: site id {site_id} does not exist (or the token's user cannot write to "
+            "it), or a parameter that needs token_auth was sent without a valid one.\n"
+            "  What to do: check the site id under Administration > Websites > Manage, and the "
+            "token under Personal > Security; Diagnostics > Tracking failures tells the reason.",
+            file=out,
+        )
+        return 1
+    if tracked == 1:
+        print(
+            f"OK: Matomo tracked the test hit for site {site_id}"
+            + (" (token accepted)." if token_auth else ".")
+            + "\n  Without token_auth, visitor IPs (cip) cannot be sent; visits are kept apart by "
+            "a salted visitor id instead." * (token_auth is None),
+            file=out,
+        )
+        return 0
+    print(f"Matomo answered {json.dumps(answer)}: the hit was not confirmed.", file=out)
+    return 1
+
+
+def _collector(host: str, port: int, site_ids: Sequence[int], out: TextIO) -> int:
+    from matomo_tracking.testing import Collector, CollectorServer
+
+    server = CollectorServer(Collector(site_ids=site_ids), host=host, port=port).start()
+    print(f"Matomo-compatible collector on {server.base_url}", file=out)
+    print(f"  configure url={server.base_url!r}; watch hits at {server.base_url}/ (Ctrl-C stops)", file=out, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``matomo-middleware`` console script."""
+    parser = argparse.ArgumentParser(prog="matomo-middleware", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    chk = commands.add_parser("check", help="send one test hit and explain the outcome")
+    chk.add_argument("--url", default=os.environ.get("MATOMO_URL"), help="Matomo base URL or its matomo.php (env MATOMO_URL)")
+    chk.add_argument("--site-id", type=int, default=int(os.environ.get("MATOMO_SITE_ID", "1")), help="site id (env MATOMO_SITE_ID)")
+    chk.add_argument("--token-auth", default=None, help="token (prefer env MATOMO_TOKEN_AUTH: arguments are visible to other users)")
+    chk.add_argument("--timeout", type=float, default=10.0)
+    col = commands.add_parser("collector", help="run the embedded collector for local development")
+    col.add_argument("--host", default="127.0.0.1")
+    col.add_argument("--port", type=int, default=8765)
+    col.add_argument("--site-id", type=int, action="append", dest="site_ids", help="a site that exists (repeatable; default 1)")
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        if not args.url:
+            parser.error("--url is required (or set MATOMO_URL)")
+        token = args.token_auth or os.environ.get("MATOMO_TOKEN_AUTH") or None
+        return check(args.url, args.site_id, token, timeout=args.timeout)
+    return _collector(args.host, args.port, args.site_ids or [1], sys.stdout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
