@@ -16,6 +16,8 @@ from types import TracebackType
 
 import pytest
 
+from tests.sentinel import SENTINEL_TOKEN
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -118,5 +120,8 @@ class ServerProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+        output = self.log()
         self._log.close()
         os.unlink(self._log.name)
+        # Server processes log outside this session's handlers: search their output too.
+        assert SENTINEL_TOKEN not in output, f"token_auth leaked into {self.command[0]}'s output"

@@ -1,0 +1,250 @@
+"""The standalone tracker's logic, shared by ``matomo_wsgi.Tracker`` (threads) and
+``matomo_asgi.AsyncTracker`` (asyncio): tracking variables set once or per call, optionally
+copied from a real request, and one method per kind of hit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypedDict
+
+from matomo_tracking import actions
+from matomo_tracking.actions import Category, EcommerceItem, Number, absolute_url, custom_variables_json
+from matomo_tracking.config import TrackingConfig
+from matomo_tracking.fields import (
+    MAX_ACTION_NAME_BYTES,
+    MAX_DIMENSION_CHARS,
+    MAX_HEADER_CHARS,
+    MAX_REFERRER_CHARS,
+    MAX_USER_ID_CHARS,
+    clean_text,
+    truncate_bytes,
+    truncate_chars,
+)
+from matomo_tracking.hits import Hit, RandomSource, new_page_view_id
+from matomo_tracking.proxies import TrustedProxies
+from matomo_tracking.request import RequestView, request_from_asgi, request_from_wsgi
+from matomo_tracking.visitor import valid_visitor_id
+
+__all__ = ["BaseTracker", "TrackingVariables", "request_view_of"]
+
+Items = Iterable[EcommerceItem | Mapping[str, object]]
+
+
+class TrackingVariables(TypedDict, total=False):
+    """Variables every tracker call accepts (and ``set()`` stores for later calls)."""
+
+    url: str
+    user_agent: str
+    language: str
+    referrer: str
+    ip: str
+    user_id: str
+    visitor_id: str
+    dimensions: Mapping[int, str]
+    page_variables: Mapping[int, tuple[str, str]]
+    visit_variables: Mapping[int, tuple[str, str]]
+    new_visit: bool
+    timestamp: float
+    request: object
+
+
+_VARIABLES = frozenset(TrackingVariables.__annotations__)
+
+
+def request_view_of(request: object) -> RequestView:
+    """A view of a Starlette/FastAPI ``Request``, a Flask/Werkzeug request, a Django
+    ``HttpRequest``, a raw ASGI scope or a WSGI environ."""
+    if isinstance(request, RequestView):
+        return request
+    if isinstance(request, Mapping):
+        if request.get("type") in ("http", "websocket") and "headers" in request:
+            return request_from_asgi(request)
+        return request_from_wsgi(request)
+    scope = getattr(request, "scope", None)
+    if isinstance(scope, Mapping) and "headers" in scope:
+        return request_from_asgi(scope)
+    environ = getattr(request, "environ", None)
+    if isinstance(environ, Mapping):
+        return request_from_wsgi(environ)
+    meta = getattr(request, "META", None)
+    if isinstance(meta, Mapping):
+        return request_from_wsgi(meta)
+    raise TypeError(
+        f"request={type(request).__name__} is not supported: pass a Starlette, Flask or Django "
+        "request, an ASGI scope or a WSGI environ"
+    )
+
+
+class BaseTracker:
+    """Builds hits for the standalone trackers; subclasses deliver them (``_submit``).
+
+    Tracking variables (``url``, ``user_agent``, ``language``, ``referrer``, ``ip``, ``user_id``,
+    ``visitor_id``, ``dimensions``, custom variables, ``new_visit``, ``timestamp``, and
+    ``request`` to copy the user agent, language, referrer and IP of a real request) may be
+    given per call or set once with ``set()``.
+    """
+
+    def __init__(self, config: TrackingConfig, *, clock: Callable[[], float], rng: RandomSource) -> None:
+        self.config = config
+        self._clock = clock
+        self._rng = rng
+        self._proxies = TrustedProxies(config.trusted_proxies)
+        self._defaults: dict[str, Any] = {}
+        if not isinstance(config.site_id, int):
+            raise ValueError("site_id: a standalone tracker needs a fixed positive int site id")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={self.config.url!r}, site_id={self.config.site_id!r})"
+
+    def _submit(self, hit: Hit) -> bool:
+        raise NotImplementedError
+
+    def set(self, **variables: Any) -> None:
+        """Store tracking variables for every later call (None removes one)."""
+        for key, value in variables.items():
+            if key not in _VARIABLES:
+                raise ValueError(f"{key} is not a tracking variable; accepted: {', '.join(sorted(_VARIABLES))}")
+            if value is None:
+                self._defaults.pop(key, None)
+            else:
+                self._defaults[key] = value
+
+    def build(self, params: Mapping[str, str], variables: Mapping[str, Any]) -> Hit:
+        """The hit for action ``params`` with the tracker's and the call's variables."""
+        unknown = set(variables) - _VARIABLES
+        if unknown:
+            raise ValueError(f"unknown tracking variable(s): {', '.join(sorted(unknown))}")
+        merged = {**self._defaults, **{k: v for k, v in variables.items() if v is not None}}
+        config = self.config
+        hit: dict[str, str] = {
+            "idsite": str(config.site_id),
+            "rec": "1",
+            "apiv": "1",
+            "rand": str(self._rng.getrandbits(31)),
+        }
+        request = merged.get("request")
+        if request is not None:
+            view = request_view_of(request)
+            origin = self._proxies.resolve(view)
+            merged.setdefault("url", f"{origin.scheme}://{origin.host}{view.url_path}" + (f"?{view.query_string}" if view.query_string else ""))
+            for key, header in (("user_agent", "user-agent"), ("language", "accept-language"), ("referrer", "referer")):
+                if view.header(header):
+                    merged.setdefault(key, view.header(header))
+            if origin.client_ip is not None:
+                merged.setdefault("ip", origin.client_ip)
+        url = merged.get("url")
+        if url is None:
+            raise ValueError("url is required: pass url=... (the page where this happened) or request=...")
+        hit["url"] = absolute_url("url", url)
+        if "user_agent" in merged:
+            hit["ua"] = clean_text(str(merged["user_agent"]), MAX_HEADER_CHARS)
+        if "language" in merged:
+            hit["lang"] = clean_text(str(merged["language"]), 256)
+        if "referrer" in merged:
+            hit["urlref"] = truncate_chars(clean_text(str(merged["referrer"]), 4096), MAX_REFERRER_CHARS)
+        if "ip" in merged and config.token_auth is not None:
+            hit["cip"] = str(merged["ip"])
+        if "visitor_id" in merged:
+            visitor = str(merged["visitor_id"])
+            if not valid_visitor_id(visitor):
+                raise ValueError(f"visitor_id={visitor!r} is invalid: expected 16 hex characters")
+            hit["cid"] = visitor.lower()
+        if "user_id" in merged:
+            hit["uid"] = clean_text(str(merged["user_id"]), MAX_USER_ID_CHARS)
+        for dim, value in {**config.dimensions, **merged.get("dimensions", {})}.items():
+            if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+                raise ValueError(f"dimensions: id {dim!r} is invalid: expected an int >= 1")
+            hit[f"dimension{dim}"] = clean_text(str(value), MAX_DIMENSION_CHARS)
+        if merged.get("page_variables"):
+            hit["cvar"] = custom_variables_json(merged["page_variables"], config.max_custom_variables)
+        if merged.get("visit_variables"):
+            hit["_cvar"] = custom_variables_json(merged["visit_variables"], config.max_custom_variables)
+        if merged.get("new_visit"):
+            hit["new_visit"] = "1"
+        if config.bots == "visits":
+            hit["bots"] = "1"
+        hit.update(params)
+        created = merged.get("timestamp")
+        now = self._clock()
+        return Hit(hit, float(created) if created is not None else now)
+
+    def _track(self, params: Mapping[str, str], variables: Mapping[str, Any]) -> bool:
+        return self._submit(self.build(params, variables))
+
+    # -- one method per kind of hit -------------------------------------------------------
+    def track_page_view(self, action_name: str | None = None, *, product: Mapping[str, Any] | None = None, **variables: Any) -> bool:
+        """A page view (``action_name`` is the title); ``product`` adds product-view fields
+        (keys ``sku``, ``name``, ``category``, ``price``). Returns False if the hit was dropped."""
+        params = {"pv_id": new_page_view_id(self._rng)}
+        if action_name is not None:
+            params["action_name"] = truncate_bytes(clean_text(action_name, 4096), MAX_ACTION_NAME_BYTES)
+        if product:
+            params.update(actions.product_view_params(**product))
+        return self._track(params, variables)
+
+    def track_event(self, category: str, action: str, name: str | None = None, value: Number | None = None, **variables: Any) -> bool:
+        """An event."""
+        return self._track(actions.event_params(category, action, name, value), variables)
+
+    def track_site_search(self, keyword: str, category: str | None = None, count: int | None = None, **variables: Any) -> bool:
+        """A site search."""
+        return self._track(actions.site_search_params(keyword, category, count), variables)
+
+    def track_goal(self, goal_id: int, revenue: Number | None = None, **variables: Any) -> bool:
+        """A goal conversion."""
+        return self._track(actions.goal_params(goal_id, revenue), variables)
+
+    def track_ecommerce_order(
+        self,
+        order_id: str,
+        revenue: Number,
+        *,
+        items: Items = (),
+        subtotal: Number | None = None,
+        tax: Number | None = None,
+        shipping: Number | None = None,
+        discount: Number | None = None,
+        **variables: Any,
+    ) -> bool:
+        """An ecommerce order."""
+        params = actions.order_params(order_id, revenue, items=items, subtotal=subtotal, tax=tax, shipping=shipping, discount=discount)
+        return self._track(params, variables)
+
+    def track_ecommerce_cart_update(self, revenue: Number, *, items: Items = (), **variables: Any) -> bool:
+        """A cart update (send the whole cart)."""
+        return self._track(actions.cart_update_params(revenue, items=items), variables)
+
+    def track_product_view(
+        self,
+        *,
+        sku: str | None = None,
+        name: str | None = None,
+        category: Category | None = None,
+        price: Number | None = None,
+        action_name: str | None = None,
+        **variables: Any,
+    ) -> bool:
+        """A page view of a product (or category) page."""
+        product = {"sku": sku, "name": name, "category": category, "price": price}
+        return self.track_page_view(action_name, product=product, **variables)
+
+    def track_content_impression(self, name: str, piece: str | None = None, target: str | None = None, **variables: Any) -> bool:
+        """A content impression."""
+        return self._track(actions.content_impression_params(name, piece, target), variables)
+
+    def track_content_interaction(self, interaction: str, name: str, piece: str | None = None, target: str | None = None, **variables: Any) -> bool:
+        """A content interaction."""
+        return self._track(actions.content_interaction_params(interaction, name, piece, target), variables)
+
+    def track_link(self, link: str, **variables: Any) -> bool:
+        """An outlink click."""
+        return self._track(actions.link_params(link), variables)
+
+    def track_download(self, download: str, **variables: Any) -> bool:
+        """A download click."""
+        return self._track(actions.download_params(download), variables)
+
+    def ping(self, **variables: Any) -> bool:
+        """A heartbeat that keeps the visit alive."""
+        return self._track(actions.ping_params(), variables)
