@@ -163,7 +163,7 @@ class TrackingConfig:
         rate = self.sample_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
             raise _fail("sample_rate", rate, "a number from 0 to 1")
-        if isinstance(self.anonymize_ip, bool) or self.anonymize_ip not in (0, 1, 2, 3):
+        if type(self.anonymize_ip) is not int or self.anonymize_ip not in (0, 1, 2, 3):
             raise _fail("anonymize_ip", self.anonymize_ip, "0 (off), 1, 2 or 3 bytes to mask")
         object.__setattr__(self, "dimensions", _dimensions(self.dimensions))
         for key in ("status_dimension", "method_dimension", "bytes_dimension"):
@@ -194,7 +194,8 @@ class TrackingConfig:
             "max_hit_age",
         ):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            # ``not value > 0`` also refuses NaN
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise _fail(key, value, "a positive number of seconds")
         if self.batch_max_hits > self.queue_max_hits:
             raise _fail("batch_max_hits", self.batch_max_hits, "at most queue_max_hits")

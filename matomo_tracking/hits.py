@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -225,7 +226,7 @@ class HitBuilder:
         referrer = referrer or headers.get("referer", "")
         if referrer:
             params["urlref"] = truncate_chars(clean_text(referrer, 4096), MAX_REFERRER_CHARS)
-        if response.ttfb_ms is not None:
+        if response.ttfb_ms is not None and math.isfinite(response.ttfb_ms):
             pf_srv = max(0, round(response.ttfb_ms))
             if pf_srv <= MAX_PF_MS:
                 params["pf_srv"] = str(pf_srv)
@@ -299,8 +300,9 @@ class HitBuilder:
         if user_id is None and config.user_id is not None:
             hooked = self.call_hook("user_id", config.user_id, request)
             user_id = None if hooked is None else str(hooked)
-        if user_id:
-            params["uid"] = clean_text(user_id, MAX_USER_ID_CHARS)
+        user_id = clean_text(user_id, MAX_USER_ID_CHARS) if user_id else None
+        if user_id:  # a blank id would read as "no user" to Matomo anyway
+            params["uid"] = user_id
 
     def _dimensions(
         self,

@@ -9,9 +9,9 @@ forwarded header changes anything.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.message import Message
 
 from matomo_tracking.request import RequestView
 
@@ -21,6 +21,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._:[]")
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +59,8 @@ def parse_ip(text: str | None) -> IPAddress | None:
 
 
 def anonymize_ip(address: str, masked_bytes: int) -> str:
-    """Mask the last ``masked_bytes`` (1-3) bytes of an IPv4 address, or the matching IPv6
-    bits (80, 96 or 104 bits kept from the end, as Matomo does).
+    """Mask the last ``masked_bytes`` (1-3) bytes of an IPv4 address; for IPv6, mask the last
+    64, 80 or 104 bits (keep the first 64, 48 or 24), as Matomo's ``IPv6::anonymize`` does.
     """
     ip = ipaddress.ip_address(address)
     if masked_bytes <= 0:
@@ -67,7 +68,7 @@ def anonymize_ip(address: str, masked_bytes: int) -> str:
     if isinstance(ip, ipaddress.IPv4Address):
         prefix = 32 - 8 * masked_bytes
     else:
-        prefix = {1: 64, 2: 48, 3: 32}[masked_bytes]
+        prefix = {1: 64, 2: 48, 3: 24}[masked_bytes]
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
 
 
@@ -75,15 +76,39 @@ def _host_is_valid(host: str) -> bool:
     return 0 < len(host) <= 255 and all(c in _HOST_CHARS for c in host)
 
 
+def _split_unquoted(text: str, separator: str) -> list[str]:
+    """``text`` split at ``separator`` where it is not inside a quoted string."""
+    parts: list[str] = []
+    start = 0
+    quoted = escaped = False
+    for i, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
 def _forwarded_pairs(value: str) -> list[dict[str, str]]:
-    """Parse an RFC 7239 ``Forwarded`` header into one parameter dict per hop."""
+    """Parse an RFC 7239 ``Forwarded`` header into one parameter dict per hop (never raises:
+    what is not a ``name=value`` pair is ignored)."""
     hops: list[dict[str, str]] = []
-    for element in value.split(","):
-        message = Message()
-        message["content-type"] = "x/x; " + element.strip()
+    for element in _split_unquoted(value, ","):
         params: dict[str, str] = {}
-        for key, val in message.get_params(header="content-type", unquote=True)[1:]:
-            params[key.lower()] = val
+        for pair in _split_unquoted(element, ";"):
+            key, sep, val = pair.partition("=")
+            if not sep:
+                continue
+            val = val.strip()
+            if len(val) >= 2 and val[0] == val[-1] == '"':
+                val = _QUOTED_PAIR.sub(r"\1", val[1:-1])
+            params[key.strip().lower()] = val
         hops.append(params)
     return hops
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 __all__ = [
     "RequestView",
@@ -17,6 +18,8 @@ __all__ = [
 
 # Characters kept as they are when percent-encoding a decoded path: RFC 3986 pchar plus "/".
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+# A request target's path as a client sends it: printable ASCII without space, '#' or '?'.
+_RAW_PATH = re.compile(r"/[\x21\x22\x24-\x3e\x40-\x7e]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +84,10 @@ def _collect(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return headers
 
 
-def _encode_path(path: str) -> str:
-    return quote(path, safe=_PATH_SAFE)
+def _encode_path(path: str | bytes) -> str:
+    # Lone surrogates (hand-made scopes) are encoded rather than raising.
+    raw = path if isinstance(path, bytes) else path.encode("utf-8", "surrogatepass")
+    return quote(raw, safe=_PATH_SAFE)
 
 
 def _server(value: object) -> tuple[str, int | None] | None:
@@ -110,24 +115,29 @@ def request_from_asgi(scope: Mapping[str, Any]) -> RequestView:
         root_path = ""
     if not isinstance(path, str):
         path = "/"
+    root_path = _rooted(root_path.rstrip("/")) if root_path.strip("/") else ""
+    path = _rooted(path)
     # Servers following the current ASGI spec put the root path inside ``path``; older ones
     # do not. Strip it only when it is there.
     if root_path and (path == root_path or path.startswith(root_path + "/")):
         app_path = path[len(root_path) :] or "/"
+        full_path = path
     else:
         app_path = path
-    full_path = root_path + app_path
+        full_path = root_path + path
 
     url_path = _encode_path(full_path)
     raw_path = scope.get("raw_path")
     if isinstance(raw_path, bytes) and raw_path:
-        raw = raw_path.split(b"?", 1)[0]
-        # raw_path keeps the client's own percent-encoding; trust it only if it decodes
-        # to the same path the server gave us.
-        if unquote_to_bytes(raw) == full_path.encode("utf-8", "surrogateescape"):
-            url_path = raw.decode("latin-1")
-        elif root_path and unquote_to_bytes(raw) == app_path.encode("utf-8", "surrogateescape"):
-            url_path = _encode_path(root_path) + raw.decode("latin-1")
+        # raw_path keeps the client's own percent-encoding (the query never belongs to it);
+        # trust it only if it decodes, as servers decode it, to the path the server gave us.
+        raw = raw_path.split(b"?", 1)[0].decode("latin-1")
+        if _RAW_PATH.fullmatch(raw):
+            decoded = unquote(raw, errors="replace")
+            if decoded == full_path:
+                url_path = raw
+            elif root_path and decoded == app_path:
+                url_path = _encode_path(root_path) + raw
 
     query = scope.get("query_string") or b""
     query_string = decode_header(query) if isinstance(query, bytes) else ""
@@ -151,6 +161,18 @@ def request_from_asgi(scope: Mapping[str, Any]) -> RequestView:
     )
 
 
+def _rooted(path: str) -> str:
+    return path if path.startswith("/") else "/" + path
+
+
+def _wsgi_bytes(value: str) -> bytes:
+    """The raw bytes behind a WSGI (latin-1) string; UTF-8 for a non-conforming one."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
+
+
 def _wsgi_text(value: str) -> str:
     """WSGI strings are latin-1 decodings of the raw bytes: recover the bytes, then decode."""
     try:
@@ -171,22 +193,31 @@ def request_from_wsgi(environ: Mapping[str, Any]) -> RequestView:
             pairs.append(("content-type", _wsgi_text(value)))
     headers = dict(pairs)
 
-    script_name = environ.get("SCRIPT_NAME") or ""
-    path_info = environ.get("PATH_INFO") or ""
-    script_name = _wsgi_text(script_name) if isinstance(script_name, str) else ""
-    path_info = _wsgi_text(path_info) if isinstance(path_info, str) else ""
-    app_path = path_info or "/"
-    full_path = script_name.rstrip("/") + app_path if script_name else app_path
+    script = environ.get("SCRIPT_NAME")
+    info = environ.get("PATH_INFO")
+    script_raw = _wsgi_bytes(script).rstrip(b"/") if isinstance(script, str) else b""
+    info_raw = _wsgi_bytes(info) if isinstance(info, str) else b""
+    if script_raw and not script_raw.startswith(b"/"):
+        script_raw = b"/" + script_raw
+    if info_raw and not info_raw.startswith(b"/"):
+        info_raw = b"/" + info_raw
+    # The client asked for SCRIPT_NAME + PATH_INFO (just SCRIPT_NAME when PATH_INFO is empty).
+    full_raw = script_raw + info_raw or b"/"
+    script_name = decode_header(script_raw)
+    app_path = decode_header(info_raw) if info_raw else "/"
 
-    url_path = _encode_path(full_path)
+    url_path = _encode_path(full_raw)
     raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if isinstance(raw_uri, str) and raw_uri.startswith("/"):
+    if isinstance(raw_uri, str):
+        # The request target as sent (gunicorn RAW_URI, uWSGI/mod_wsgi REQUEST_URI) keeps the
+        # client's percent-encoding; used only when it decodes to the same bytes.
         raw = raw_uri.split("?", 1)[0]
-        try:
-            if unquote_to_bytes(raw).decode("utf-8") == full_path:
+        if _RAW_PATH.fullmatch(raw):
+            decoded = unquote_to_bytes(raw)
+            if decoded == full_raw:
                 url_path = raw
-        except UnicodeDecodeError:
-            pass
+            elif script_raw and decoded == (info_raw or b"/"):
+                url_path = _encode_path(script_raw) + raw
 
     query = environ.get("QUERY_STRING") or ""
     query_string = _wsgi_text(query) if isinstance(query, str) else ""
@@ -210,6 +241,6 @@ def request_from_wsgi(environ: Mapping[str, Any]) -> RequestView:
         headers=headers,
         client=peer if isinstance(peer, str) and peer else None,
         server=server,
-        root_path=script_name.rstrip("/"),
+        root_path=script_name,
         source=environ,
     )

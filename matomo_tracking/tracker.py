@@ -5,6 +5,7 @@ copied from a real request, and one method per kind of hit.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypedDict
 
@@ -47,9 +48,28 @@ class TrackingVariables(TypedDict, total=False):
     new_visit: bool
     timestamp: float
     request: object
+    client_hints: Mapping[str, object]
+    performance: Mapping[str, int]
+    country: str
+    region: str
+    city: str
+    latitude: float
+    longitude: float
+    local_time: tuple[int, int, int]
+    resolution: str
+    charset: str
+    attribution: tuple[str, str, int, str]
+    page_view_id: str
 
 
 _VARIABLES = frozenset(TrackingVariables.__annotations__)
+_PERFORMANCE = ("pf_net", "pf_srv", "pf_tfr", "pf_dm1", "pf_dm2", "pf_onl")
+
+
+def _plain_float(name: str, value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name}={value!r} is invalid: expected a number")
+    return repr(float(value))
 
 
 def request_view_of(request: object) -> RequestView:
@@ -164,10 +184,51 @@ class BaseTracker:
             hit["new_visit"] = "1"
         if config.bots == "visits":
             hit["bots"] = "1"
+        self._advanced(hit, merged)
         hit.update(params)
         created = merged.get("timestamp")
         now = self._clock()
         return Hit(hit, float(created) if created is not None else now)
+
+    def _advanced(self, hit: dict[str, str], merged: Mapping[str, Any]) -> None:
+        config = self.config
+        hints = merged.get("client_hints")
+        if hints:
+            hit["uadata"] = json.dumps(dict(hints), ensure_ascii=False, separators=(",", ":"))
+        geo = [k for k in ("country", "region", "city", "latitude", "longitude") if k in merged]
+        if geo and config.token_auth is None:
+            raise ValueError(f"{geo[0]}: Matomo accepts location overrides only with token_auth")
+        if "country" in merged:
+            hit["country"] = clean_text(str(merged["country"]), 3).lower()
+        if "region" in merged:
+            hit["region"] = clean_text(str(merged["region"]), 3)
+        if "city" in merged:
+            hit["city"] = clean_text(str(merged["city"]), 255)
+        if "latitude" in merged:
+            hit["lat"] = _plain_float("latitude", merged["latitude"])
+        if "longitude" in merged:
+            hit["long"] = _plain_float("longitude", merged["longitude"])
+        if "local_time" in merged:
+            h, m, sec = merged["local_time"]
+            hit.update(h=str(int(h)), m=str(int(m)), s=str(int(sec)))
+        if "resolution" in merged:
+            hit["res"] = clean_text(str(merged["resolution"]), 9)
+        if "charset" in merged:
+            hit["cs"] = clean_text(str(merged["charset"]), 32)
+        if "attribution" in merged:
+            name, keyword, ts, ref = merged["attribution"]
+            hit.update(_rcn=str(name), _rck=str(keyword), _refts=str(int(ts)), _ref=str(ref))
+        if "page_view_id" in merged:
+            hit["pv_id"] = str(merged["page_view_id"])[:6]
+        timings = merged.get("performance")
+        if timings:
+            for key, value in timings.items():
+                if key not in _PERFORMANCE or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(
+                        f"performance: {key}={value!r} is invalid: expected keys "
+                        f"{', '.join(_PERFORMANCE)} with int milliseconds >= 0"
+                    )
+                hit[key] = str(value)
 
     def _track(self, params: Mapping[str, str], variables: Mapping[str, Any]) -> bool:
         return self._submit(self.build(params, variables))
@@ -248,3 +309,49 @@ class BaseTracker:
     def ping(self, **variables: Any) -> bool:
         """A heartbeat that keeps the visit alive."""
         return self._track(actions.ping_params(), variables)
+
+    def track_crash(
+        self,
+        message: str,
+        *,
+        type: str | None = None,  # noqa: A002 - Matomo's own name
+        category: str | None = None,
+        stack: str | None = None,
+        location: tuple[str, int | None, int | None] | None = None,
+        **variables: Any,
+    ) -> bool:
+        """A crash for Matomo's (premium) Crash Analytics plugin: ``ca=1``, ``cra`` and the
+        optional ``cra_tp``, ``cra_ct``, ``cra_st``, ``cra_ru``, ``cra_rl``, ``cra_rc``."""
+        params = {"ca": "1", "cra": clean_text(message, 4096)}
+        for key, value in (("cra_tp", type), ("cra_ct", category), ("cra_st", stack)):
+            if value:
+                params[key] = value[:65536]
+        if location is not None:
+            file, line, column = location
+            params["cra_ru"] = file
+            if line is not None:
+                params["cra_rl"] = str(int(line))
+            if column is not None:
+                params["cra_rc"] = str(int(column))
+        return self._track(params, variables)
+
+    def track_bot_request(
+        self,
+        *,
+        status: int,
+        response_bytes: int | None = None,
+        server_time_ms: int | None = None,
+        source: str | None = None,
+        **variables: Any,
+    ) -> bool:
+        """A request by a bot or AI agent for Matomo >= 5.7's bot reports: ``recMode=1`` with
+        ``http_status``, ``bw_bytes``, ``pf_srv`` and ``source`` (pass ``user_agent``)."""
+        params = {"recMode": "1", "http_status": str(int(status))}
+        if response_bytes is not None:
+            params["bw_bytes"] = str(int(response_bytes))
+        if server_time_ms is not None:
+            params["pf_srv"] = str(max(0, int(server_time_ms)))
+        src = source or self.config.bot_source
+        if src:
+            params["source"] = src[:50]
+        return self._track(params, variables)

@@ -1,0 +1,1 @@
+"""Tests of the JavaScript tracking code and its template integrations."""
