@@ -22,6 +22,7 @@ from matomo_tracking.delivery import (
 from matomo_tracking.dispatcher import Dispatcher
 from matomo_tracking.hits import Hit, HitBuilder, RandomSource
 from matomo_tracking.proxies import Origin, TrustedProxies
+from matomo_tracking.snippet import tracking_code, tracking_code_for
 from matomo_tracking.request import RequestView, ResponseView, request_from_asgi, request_from_wsgi
 from matomo_tracking.wire import EncodedHit, bulk_body, encode_hit
 
@@ -56,4 +57,6 @@ __all__ = [
     "is_bot",
     "request_from_asgi",
     "request_from_wsgi",
+    "tracking_code",
+    "tracking_code_for",
 ]

@@ -69,7 +69,7 @@ BOT_PATTERNS: tuple[tuple[str, str, BotCategory], ...] = (
     ("Qwantbot", "Qwantbot", "search"),
     ("MojeekBot", "MojeekBot", "search"),
     ("Slurp", "Yahoo! Slurp", "search"),
-    ("naver", "Naver", "search"),
+    ("NaverBot", "Naver", "search"),
     ("Yeti/", "Naver", "search"),
     # link previewers
     ("facebookexternalhit", "Facebook", "preview"),
@@ -142,18 +142,32 @@ class BotInfo:
 
 _TOKENS = [token.lower() for token, _, _ in BOT_PATTERNS]
 _RANK = {token: rank for rank, token in reversed(list(enumerate(_TOKENS)))}
-_REGEX = re.compile("|".join(re.escape(token) for token, _, _ in BOT_PATTERNS), re.IGNORECASE)
+# ASCII-only case folding: with Unicode folding "ſpider" would match "spider" and then miss
+# the rank table.
+_REGEX = re.compile(
+    "|".join(re.escape(token) for token, _, _ in BOT_PATTERNS), re.IGNORECASE | re.ASCII
+)
+# Device names that contain a generic token but are phones running ordinary browsers.
+_NOT_BOTS = re.compile("cubot", re.IGNORECASE | re.ASCII)
+# Longer agents are classified without caching, so that random huge headers cannot fill
+# the cache with megabytes.
+_MAX_CACHED_CHARS = 512
 
 
-@lru_cache(maxsize=4096)
 def classify_user_agent(user_agent: str) -> BotInfo | None:
     """The bot a user agent belongs to, or None for an ordinary browser (or an empty agent).
 
     When several tokens occur, the earliest row of ``BOT_PATTERNS`` wins, so a specific name
     beats a generic ``bot``.
     """
+    if len(user_agent) > _MAX_CACHED_CHARS:
+        return _classify(user_agent)
+    return _classify_cached(user_agent)
+
+
+def _classify(user_agent: str) -> BotInfo | None:
     best: int | None = None
-    for match in _REGEX.finditer(user_agent):
+    for match in _REGEX.finditer(_NOT_BOTS.sub(" ", user_agent)):
         rank = _RANK[match.group(0).lower()]
         if best is None or rank < best:
             best = rank
@@ -161,6 +175,9 @@ def classify_user_agent(user_agent: str) -> BotInfo | None:
         return None
     _, name, category = BOT_PATTERNS[best]
     return BotInfo(name, category)
+
+
+_classify_cached = lru_cache(maxsize=4096)(_classify)
 
 
 def is_bot(user_agent: str) -> bool:

@@ -153,7 +153,7 @@ def backoff_delay(
 ) -> float:
     """Exponential backoff with full jitter (``draw`` uniform in [0, 1)), capped at ``cap``;
     a server's ``Retry-After`` is a floor (itself capped)."""
-    ceiling = min(cap, base * (2 ** min(attempt, 32)))
+    ceiling = min(cap, base * 2.0 ** min(attempt, 32))
     delay = ceiling * draw
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap))
@@ -239,7 +239,8 @@ class BatchDelivery:
     @property
     def remaining(self) -> int:
         """Hits not yet delivered or given up on."""
-        return sum(len(b) for b in self._pending) + len(self._in_flight or ())
+        # the batch in flight is the first pending one: count it once
+        return sum(len(b) for b in self._pending)
 
     def next_step(self, now: float, draw: float) -> Send | Sleep | None:
         """What to do next, or None when the batch is finished."""
@@ -343,6 +344,15 @@ class BatchDelivery:
         if error is TransportError.TIMEOUT:
             self._stats.possible_duplicates += len(batch)
         self._retry(f"could not reach Matomo ({error.value}: {detail})")
+
+    def take_remaining(self) -> list[EncodedHit]:
+        """Stop and hand back every hit not yet delivered or given up on, in order, uncounted
+        (a worker that is torn down requeues them for its successor)."""
+        hits = [hit for batch in self._pending for hit in batch]
+        self._pending.clear()
+        self._in_flight = None
+        self._sleep_due = False
+        return hits
 
     def abandon(self, reason: str) -> int:
         """Give up on every hit left (counted as dropped for ``reason``); returns how many."""

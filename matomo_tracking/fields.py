@@ -3,6 +3,10 @@ that no value (however large the header it came from) can make a batch fail."""
 
 from __future__ import annotations
 
+import codecs
+import re
+from urllib.parse import unquote_to_bytes
+
 __all__ = [
     "MAX_ACTION_NAME_BYTES",
     "MAX_DIMENSION_CHARS",
@@ -14,6 +18,7 @@ __all__ = [
     "clean_text",
     "truncate_bytes",
     "truncate_chars",
+    "truncate_url",
 ]
 
 MAX_URL_BYTES = 1024
@@ -38,6 +43,27 @@ def truncate_bytes(value: str, limit: int) -> str:
     if len(data) <= limit:
         return value
     return data[:limit].decode("utf-8", "ignore")
+
+
+_TRAILING_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+$")
+_HALF_ESCAPE = re.compile(r"%[0-9A-Fa-f]?$")
+
+
+def truncate_url(value: str, limit: int) -> str:
+    """``value`` cut to at most ``limit`` UTF-8 bytes without splitting a character, a
+    ``%XX`` escape, or a character written as several escapes (``%C3%A9``)."""
+    cut = truncate_bytes(value, limit)
+    if len(cut) == len(value):
+        return value
+    cut = _HALF_ESCAPE.sub("", cut)
+    escapes = _TRAILING_ESCAPES.search(cut)
+    if escapes is not None:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        decoder.decode(unquote_to_bytes(escapes.group()))
+        pending = len(decoder.getstate()[0])  # bytes of an unfinished character
+        if pending:
+            cut = cut[: len(cut) - 3 * pending]
+    return cut
 
 
 def truncate_chars(value: str, limit: int) -> str:

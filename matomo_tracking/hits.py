@@ -26,6 +26,7 @@ from matomo_tracking.fields import (
     clean_text,
     truncate_bytes,
     truncate_chars,
+    truncate_url,
 )
 from matomo_tracking.filters import Filters
 from matomo_tracking.proxies import Origin, TrustedProxies, anonymize_ip
@@ -171,7 +172,7 @@ class HitBuilder:
         else:
             prefix = f"{origin.scheme}://{origin.host.lower()}"
         url = prefix + request.url_path + ("?" + query if query else "")
-        return truncate_bytes(url, MAX_URL_BYTES)
+        return truncate_url(url, MAX_URL_BYTES)
 
     def _today(self, now: float) -> str:
         day = int(now // 86400)
@@ -209,7 +210,7 @@ class HitBuilder:
             "rand": str(rng.getrandbits(31)),
         }
         url = context.url if context is not None and context.url else None
-        params["url"] = truncate_bytes(url, MAX_URL_BYTES) if url else self.page_url(request, origin)
+        params["url"] = truncate_url(url, MAX_URL_BYTES) if url else self.page_url(request, origin)
 
         action = context.action_name if context is not None else None
         if action is None and config.action_name is not None:

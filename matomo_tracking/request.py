@@ -11,6 +11,7 @@ from urllib.parse import quote, unquote, unquote_to_bytes
 __all__ = [
     "RequestView",
     "ResponseView",
+    "asgi_app_path",
     "decode_header",
     "request_from_asgi",
     "request_from_wsgi",
@@ -97,6 +98,29 @@ def _server(value: object) -> tuple[str, int | None] | None:
     return None
 
 
+def _asgi_paths(scope: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(root path, app-relative path, full path) of an ASGI scope."""
+    root_path = scope.get("root_path") or ""
+    path = scope.get("path") or "/"
+    if not isinstance(root_path, str):
+        root_path = ""
+    if not isinstance(path, str):
+        path = "/"
+    root_path = _rooted(root_path.rstrip("/")) if root_path.strip("/") else ""
+    path = _rooted(path)
+    # Servers following the current ASGI spec put the root path inside ``path``; older ones
+    # do not. Strip it only when it is there.
+    if root_path and (path == root_path or path.startswith(root_path + "/")):
+        return root_path, path[len(root_path) :] or "/", path
+    return root_path, path, root_path + path
+
+
+def asgi_app_path(scope: Mapping[str, Any]) -> str:
+    """The app-relative path of an ASGI scope (``root_path`` removed when ``path`` has it):
+    what filters see, computed without building a view (the adapters' cheap early exit)."""
+    return _asgi_paths(scope)[1]
+
+
 def request_from_asgi(scope: Mapping[str, Any]) -> RequestView:
     """Build a view of an ASGI ``http`` scope (never raises on malformed optional keys)."""
     pairs: list[tuple[str, str]] = []
@@ -109,22 +133,7 @@ def request_from_asgi(scope: Mapping[str, Any]) -> RequestView:
             continue
     headers = _collect(pairs)
 
-    root_path = scope.get("root_path") or ""
-    path = scope.get("path") or "/"
-    if not isinstance(root_path, str):
-        root_path = ""
-    if not isinstance(path, str):
-        path = "/"
-    root_path = _rooted(root_path.rstrip("/")) if root_path.strip("/") else ""
-    path = _rooted(path)
-    # Servers following the current ASGI spec put the root path inside ``path``; older ones
-    # do not. Strip it only when it is there.
-    if root_path and (path == root_path or path.startswith(root_path + "/")):
-        app_path = path[len(root_path) :] or "/"
-        full_path = path
-    else:
-        app_path = path
-        full_path = root_path + path
+    root_path, app_path, full_path = _asgi_paths(scope)
 
     url_path = _encode_path(full_path)
     raw_path = scope.get("raw_path")

@@ -95,12 +95,12 @@ def tracker_base(url: str, key: str = "url") -> str:
 
     Accepts ``http://``, ``https://`` and protocol-relative ``//`` URLs, either the Matomo
     base or its ``matomo.php``/``piwik.php`` endpoint. Raises ``ValueError`` naming ``key``
-    for anything else: quotes, backticks, angle brackets, backslashes, whitespace or control
-    characters, credentials, a query or a fragment.
+    for anything else: quotes, backticks, angle brackets, backslashes, whitespace, control or
+    invisible format characters (bidi overrides, zero-width), credentials, a query or a fragment.
     """
     if not isinstance(url, str):
         raise _fail(key, url, "an http://, https:// or // URL of the Matomo server")
-    if any(c in _URL_FORBIDDEN or c.isspace() or ord(c) < 32 or 127 <= ord(c) < 160 for c in url):
+    if any(c in _URL_FORBIDDEN or c.isspace() or not c.isprintable() for c in url):
         raise _fail(
             key, url, "a URL without quotes, <, >, backslashes, whitespace or control characters"
         )

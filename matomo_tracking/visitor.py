@@ -39,7 +39,9 @@ def pk_visitor_id(cookie_header: str, site_id: int) -> str | None:
             if valid_visitor_id(visitor):
                 return visitor.lower()
     # SimpleCookie stops at the first cookie it cannot parse; look at the pairs directly.
-    for pair in cookie_header.split(";"):
+    # Cookie values never contain ",", so split there too: gunicorn joins repeated Cookie
+    # headers with ",".
+    for pair in cookie_header.replace(",", ";").split(";"):
         name, _, value = pair.strip().partition("=")
         if name.startswith(prefix):
             visitor = unquote(value.strip('"')).split(".", 1)[0]

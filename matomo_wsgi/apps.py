@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.apps import AppConfig
 
 
@@ -12,3 +14,6 @@ class MatomoConfig(AppConfig):
     name = "matomo_wsgi"
     label = "matomo_wsgi"
     verbose_name = "Matomo tracking"
+    # Explicit, so Django finds the templatetags even when the package is seen through more
+    # than one path entry (namespace or editable installs).
+    path = str(Path(__file__).resolve().parent)

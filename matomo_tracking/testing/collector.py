@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ _GIF = (
 )
 _TOKEN_AGE_LIMIT = 86400
 _HEX = frozenset("0123456789abcdefABCDEF")
+_INT = re.compile(r"-?[0-9]+")
 
 Response = tuple[int, list[tuple[str, str]], bytes]
 
@@ -206,10 +208,10 @@ class Collector:
                 indices.append(position)
             position += 1
         self.requests.append({"bulk": True, "count": position, "token": token is not None})
-        answer: dict[str, Any] = {"status": "success", "tracked": tracked, "invalid": invalid}
+        result: dict[str, Any] = {"status": "success", "tracked": tracked, "invalid": invalid}
         if token is not None and token == self.token_auth:
-            answer["invalid_indices"] = indices
-        return 200, [("content-type", "application/json")], json.dumps(answer).encode()
+            result["invalid_indices"] = indices
+        return 200, [("content-type", "application/json")], json.dumps(result).encode()
 
     def _record(self, params: dict[str, Any], token: str | None, now: float, *, bulk: bool) -> str | None:
         reason = self._validate(params, token, now)
@@ -219,9 +221,9 @@ class Collector:
         if str(params.get("rec", "")) not in ("", "0") and _int(params.get("rec")):
             recorded = now
             cdt, cdo = params.get("cdt"), params.get("cdo")
-            if isinstance(cdt, str) and cdt.isdigit():
+            if isinstance(cdt, str) and (_int(cdt) or 0) > 0:
                 recorded = float(cdt)
-            if isinstance(cdo, str) and cdo.lstrip("-").isdigit():
+            if isinstance(cdo, str) and _int(cdo) is not None:
                 recorded -= abs(int(cdo))
             authenticated = token is not None and token == self.token_auth
             self.hits.append(ReceivedHit(params, now, recorded, bulk, authenticated))
@@ -248,11 +250,11 @@ class Collector:
             return "_id must be hexadecimal"
         recorded = now
         cdt = params.get("cdt")
-        if cdt and cdt.isdigit():
+        if cdt and (_int(cdt) or 0) > 0:
             recorded = float(cdt)
         cdo = params.get("cdo")
         if cdo:
-            if not cdo.lstrip("-").isdigit():
+            if _int(cdo) is None:
                 return "cdo must be an integer"
             recorded -= abs(int(cdo))
         if now - recorded >= _TOKEN_AGE_LIMIT and not authenticated:
@@ -365,7 +367,7 @@ class Collector:
             await asyncio.sleep(0.01)
         if tracking and self.mode.hang_after_read:
             await asyncio.sleep(self.mode.hang_after_read)
-            status, headers, payload = 503, [], b""
+            status, headers, payload = 503, list[tuple[str, str]](), b""
         else:
             query = scope.get("query_string", b"").decode("latin-1")
             status, headers, payload = self.handle(scope.get("method", "GET"), path, query, body)
@@ -381,7 +383,8 @@ class Collector:
 
 
 def _int(value: object) -> int | None:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    # ASCII digits only, as PHP reads ints: "²" and "١" are digits to str.isdigit()
+    if isinstance(value, str) and _INT.fullmatch(value.strip()):
         return int(value)
     return None
 

@@ -25,6 +25,7 @@ from typing import Any
 from django import template
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.safestring import SafeString
 
 from matomo_tracking.snippet import TrackingCode, tracker_base, tracking_code
 
@@ -92,6 +93,9 @@ def tracking_code_from_settings(options: Mapping[str, Any] | None, **kwargs: Any
 
 
 @register.simple_tag
-def matomo_tracking_code(**kwargs: Any) -> TrackingCode:
+def matomo_tracking_code(**kwargs: Any) -> SafeString:
     """The Matomo JavaScript tracking code, configured by ``settings.MATOMO_API_TRACKING``."""
-    return tracking_code_from_settings(getattr(settings, _SETTING, None), **kwargs)
+    code = tracking_code_from_settings(getattr(settings, _SETTING, None), **kwargs)
+    # A SafeString, not just __html__: Django's string filters (|escape, |upper, ...) keep it
+    # safe only then.
+    return SafeString(code)

@@ -1,0 +1,82 @@
+"""The WSGI benchmark app (Flask), bare or wrapped, picked by environment variables.
+
+``BENCH_VARIANT``: ``bare`` (default), ``ours`` (``matomo_wsgi.MatomoMiddleware``) or ``peer``
+(flask-matomo2's ``Matomo`` extension). ``BENCH_MATOMO_URL``: the collector's base URL.
+``BENCH_OPTIONS``: JSON object of extra ``TrackingConfig`` options for ``ours``.
+
+Routes: ``GET /items/<int:item_id>`` (small JSON, a path parameter) and ``GET /page`` (small
+HTML). ``GET /_bench/stats`` (not tracked) returns the dispatcher's statistics for ``ours``.
+
+Serve: ``BENCH_VARIANT=ours gunicorn -k gthread --threads 8 bench.apps.wsgi_app:app``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from flask import Flask, Response, jsonify
+
+PAGE = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>Page</title></head>"
+    "<body><h1>A page</h1><p>Some text to track.</p></body></html>"
+)
+STATS_PATH = "/_bench/stats"
+
+flask_app = Flask(__name__)
+
+
+@flask_app.get("/items/<int:item_id>")
+def item(item_id: int) -> Response:
+    """A small JSON document that depends on the path parameter."""
+    return jsonify({"id": item_id, "name": f"item {item_id}", "price": item_id * 3 % 97})
+
+
+@flask_app.get("/page")
+def page() -> Response:
+    """A small HTML page."""
+    return Response(PAGE, content_type="text/html; charset=utf-8")
+
+
+@flask_app.get(STATS_PATH)
+def stats() -> Response:
+    """The dispatcher's statistics when the variant is ``ours`` (else an empty object)."""
+    return jsonify(dispatcher_stats(app))
+
+
+def dispatcher_stats(wrapped: object) -> dict[str, Any]:
+    """``stats()`` of the middleware's dispatcher as a dict, if it can be found."""
+    for name in ("dispatcher", "_dispatcher"):
+        dispatcher = getattr(wrapped, name, None)
+        snapshot = getattr(dispatcher, "stats", None)
+        if callable(snapshot):
+            value = snapshot()
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                return dataclasses.asdict(value)
+            return {"value": repr(value)}
+    return {}
+
+
+def build(variant: str, url: str, options: dict[str, Any]) -> Any:
+    """The WSGI app for ``variant``: bare, or wrapped in our middleware or the peer's."""
+    if variant == "bare":
+        return flask_app
+    if variant == "ours":
+        from matomo_wsgi import MatomoMiddleware
+
+        return MatomoMiddleware(flask_app, url=url, site_id=1, ignore_paths=("/_bench",), **options)
+    if variant == "peer":
+        from flask_matomo2 import Matomo
+
+        Matomo(flask_app, matomo_url=url, id_site=1, ignored_routes=[STATS_PATH])
+        return flask_app
+    raise ValueError(f"BENCH_VARIANT={variant!r} is invalid: expected bare, ours or peer")
+
+
+app = build(
+    os.environ.get("BENCH_VARIANT", "bare"),
+    os.environ.get("BENCH_MATOMO_URL", "http://127.0.0.1:8765"),
+    json.loads(os.environ.get("BENCH_OPTIONS") or "{}"),
+)

@@ -1,0 +1,439 @@
+"""The asyncio dispatcher: hits are queued by ``submit`` (never blocking) and one worker task
+on the event loop posts them to Matomo in bulk batches with an ``httpx.AsyncClient``,
+executing the core's delivery policy (``BatchDelivery``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections import deque
+
+import httpx
+
+from matomo_tracking.config import TrackingConfig
+from matomo_tracking.delivery import (
+    Answer,
+    BatchBuilder,
+    BatchDelivery,
+    DispatchStats,
+    QueueBudget,
+    Sleep,
+    StatsRecorder,
+    TransportError,
+)
+from matomo_tracking.hits import Hit
+from matomo_tracking.wire import BULK_HEADERS, EncodedHit, encode_hit
+
+__all__ = ["AsyncioDispatcher"]
+
+logger = logging.getLogger(__name__)
+
+_WARN_EVERY = 60.0  # seconds between two "queue full" warnings
+_MAX_ANSWER_BYTES = 64 * 1024  # Matomo's bulk answer is a few bytes; never read more than this
+_POLL = 0.01  # flush polling interval when called from another event loop
+
+
+class AsyncioDispatcher:
+    """Delivers hits to Matomo from a worker task on the event loop.
+
+    ``submit(hit)`` encodes the hit and queues it within ``queue_max_hits`` and
+    ``queue_max_bytes``; it never blocks or raises, and returns False when the hit is dropped
+    (counted in ``stats().dropped``: ``queue_full``, ``closed``). The worker gathers batches of
+    up to ``batch_max_hits`` hits and ``batch_max_bytes`` bytes, waiting at most
+    ``batch_max_age`` seconds for a batch to fill, and posts them with retries and backoff.
+
+    The worker starts with ``start()`` (``MatomoMiddleware`` calls it on lifespan startup) or
+    on the first ``submit`` in a running event loop. ``aflush(timeout)`` waits for what was
+    submitted; ``aclose(timeout)`` flushes with a deadline, drops what is left (``shutdown``)
+    and closes the HTTP client it made. Submits from another thread are handed to the loop
+    the worker runs on; when that loop ends (a test client's loop, a fork), the next loop to
+    submit takes over the queue.
+
+    ``http_client``: your own ``httpx.AsyncClient`` (proxies, TLS, headers); its timeout
+    applies, redirects are never followed, and you close it. Without one, a client with
+    ``timeout=config.timeout`` is made per event loop and closed with the worker.
+    """
+
+    def __init__(
+        self, config: TrackingConfig, *, http_client: httpx.AsyncClient | None = None
+    ) -> None:
+        self.config = config
+        self._endpoint = config.endpoint
+        self._user_client = http_client
+        self._client: httpx.AsyncClient | None = None
+        self._lock = threading.Lock()  # queue, budget, counters and stats
+        self._stats = StatsRecorder(secret=config.token_auth)
+        self._budget = QueueBudget(config.queue_max_hits, config.queue_max_bytes)
+        self._queue: deque[EncodedHit] = deque()
+        self._queue_bytes = 0
+        self._admitted = 0  # hits ever queued
+        self._finished = 0  # of those, hits delivered, refused or dropped
+        self._flush_target = 0  # batches go out at once until _finished reaches it
+        self._rng = random.Random()
+        self._pid = os.getpid()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._progress: asyncio.Event | None = None
+        self._closed = False
+        self._abandoning = False
+        self._last_full_warning = -math.inf
+
+    def __repr__(self) -> str:
+        return f"AsyncioDispatcher(endpoint={self._endpoint!r}, queued={len(self._queue)})"
+
+    # -- submitting ------------------------------------------------------------------------
+    def submit(self, hit: Hit) -> bool:
+        """Queue ``hit`` for delivery; False if it was dropped. Never blocks, never raises."""
+        try:
+            return self._submit(hit)
+        except Exception:
+            with self._lock:
+                self._stats.drop("error")
+            logger.warning("matomo: could not queue a hit", exc_info=True)
+            return False
+
+    def _submit(self, hit: Hit) -> bool:
+        encoded = encode_hit(hit)
+        with self._lock:
+            if os.getpid() != self._pid:
+                self._after_fork()
+            if self._closed:
+                self._stats.drop("closed")
+                return False
+            if not self._budget.admit(encoded.size):
+                self._stats.drop("queue_full")
+                self._warn_full()
+                return False
+            self._queue.append(encoded)
+            self._queue_bytes += encoded.size
+            self._admitted += 1
+            self._stats.queued += 1
+            wake = (
+                len(self._queue) == 1
+                or len(self._queue) >= self.config.batch_max_hits
+                or self._queue_bytes >= self.config.batch_max_bytes
+                or self._urgent()
+            )
+        self._ensure_worker(wake)
+        return True
+
+    def _warn_full(self) -> None:
+        now = time.monotonic()
+        if now - self._last_full_warning >= _WARN_EVERY:
+            self._last_full_warning = now
+            logger.warning(
+                "matomo: the queue is full (%d hits, %d bytes); dropping new hits until Matomo "
+                "catches up (see stats().dropped['queue_full'])",
+                self._budget.hits,
+                self._budget.bytes,
+            )
+
+    def _after_fork(self) -> None:
+        # The parent's queue belongs to the parent (it delivers it); the child starts empty.
+        self._pid = os.getpid()
+        self._queue.clear()
+        self._queue_bytes = 0
+        self._budget = QueueBudget(self.config.queue_max_hits, self.config.queue_max_bytes)
+        self._stats = StatsRecorder(secret=self.config.token_auth)
+        self._admitted = self._finished = self._flush_target = 0
+        self._loop = self._worker = self._wakeup = self._progress = None
+        self._client = None
+
+    def _urgent(self) -> bool:
+        return self._flush_target > self._finished or self._closed or self.config.sync_mode
+
+    # -- the worker's event loop -----------------------------------------------------------
+    def start(self) -> None:
+        """Start (or restart after ``aclose``) the worker on the running event loop."""
+        with self._lock:
+            if os.getpid() != self._pid:
+                self._after_fork()
+            self._closed = False
+        self._ensure_worker(True)
+
+    def _ensure_worker(self, wake: bool) -> None:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        loop = self._loop
+        if running is not None and running is loop:
+            worker = self._worker
+            if worker is None or worker.done():
+                self._start_worker(running)
+            elif wake and self._wakeup is not None:
+                self._wakeup.set()
+            return
+        if loop is not None and not loop.is_closed() and loop.is_running():
+            # The worker lives on a loop in another thread: wake it there. The hit is queued
+            # already; if that loop has just stopped, the next loop to submit takes over.
+            if wake:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._wake_on_loop)
+            return
+        if running is not None:
+            self._start_worker(running)
+        # No loop anywhere (a plain thread before any request): the hit waits in the queue
+        # for the first loop that starts the worker.
+
+    def _wake_on_loop(self) -> None:
+        worker = self._worker
+        if worker is None or worker.done():
+            self._start_worker(asyncio.get_running_loop())
+        elif self._wakeup is not None:
+            self._wakeup.set()
+
+    def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is not loop:
+            # A client made on another loop holds that loop's connections: make a new one.
+            self._client = None
+        self._loop = loop
+        self._wakeup = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._abandoning = False
+        # The task is referenced from self._worker for as long as it runs.
+        self._worker = loop.create_task(self._run(), name="matomo-dispatcher")
+
+    async def _run(self) -> None:
+        batch: list[EncodedHit] = []
+        delivery: BatchDelivery | None = None
+        try:
+            while True:
+                batch = await self._next_batch()
+                delivery = BatchDelivery(batch, self.config, self._stats)
+                try:
+                    await self._deliver(delivery)
+                except Exception:
+                    with self._lock:
+                        left = delivery.abandon("error")
+                        self._stats.error(f"internal error while delivering; {left} hit(s) dropped")
+                    logger.debug("matomo: delivery error", exc_info=True)
+                self._finish(len(batch), sum(h.size for h in batch))
+                batch, delivery = [], None
+        except asyncio.CancelledError:
+            self._cancelled(batch, delivery)
+            raise
+        finally:
+            await self._close_own_client()
+
+    def _cancelled(self, batch: list[EncodedHit], delivery: BatchDelivery | None) -> None:
+        if not batch:
+            return
+        size = sum(h.size for h in batch)
+        if self._abandoning:  # the close deadline passed
+            with self._lock:
+                if delivery is None:
+                    self._stats.drop("shutdown", len(batch))
+                else:
+                    delivery.abandon("shutdown")
+            self._finish(len(batch), size)
+            return
+        # The loop is being torn down (a test client's loop, a server's shutdown without
+        # lifespan): keep what is not delivered for the next worker.
+        left = delivery.take_remaining() if delivery is not None else batch
+        done = len(batch) - len(left)
+        with self._lock:
+            self._queue.extendleft(reversed(left))
+            self._queue_bytes += sum(h.size for h in left)
+        self._finish(done, size - sum(h.size for h in left))
+
+    def _finish(self, count: int, size: int) -> None:
+        with self._lock:
+            self._budget.release(count, size)
+            self._finished += count
+        if self._progress is not None:
+            self._progress.set()
+
+    async def _next_batch(self) -> list[EncodedHit]:
+        loop = asyncio.get_running_loop()
+        config = self.config
+        wakeup = self._wakeup
+        if wakeup is None:  # pragma: no cover - set by _start_worker before the task runs
+            raise RuntimeError("worker started without a wakeup event")
+        while True:
+            wakeup.clear()
+            with self._lock:
+                count = len(self._queue)
+                ready = (
+                    count >= config.batch_max_hits
+                    or self._queue_bytes >= config.batch_max_bytes
+                    or (count > 0 and self._urgent())
+                )
+                oldest = self._queue[0].created if count else 0.0
+            if ready:
+                break
+            if count == 0:
+                await wakeup.wait()
+                continue
+            due = config.batch_max_age - (time.time() - oldest)
+            if due <= 0:
+                break
+            deadline = loop.time() + due
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), max(0.0, deadline - loop.time()))
+        builder = BatchBuilder(config)
+        with self._lock:
+            while self._queue and not builder.full:
+                hit = self._queue.popleft()
+                if builder.offer(hit) is not None:
+                    self._queue.appendleft(hit)
+                    break
+                self._queue_bytes -= hit.size
+        return builder.take()
+
+    async def _deliver(self, delivery: BatchDelivery) -> None:
+        while True:
+            with self._lock:
+                step = delivery.next_step(time.time(), self._rng.random())
+            if step is None:
+                return
+            if isinstance(step, Sleep):
+                await asyncio.sleep(step.seconds)
+                continue
+            outcome = await self._post(step.body)
+            with self._lock:
+                if isinstance(outcome, Answer):
+                    delivery.answered(outcome, time.time())
+                else:
+                    delivery.failed(outcome[0], outcome[1], time.time())
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _http_client(self) -> httpx.AsyncClient:
+        if self._user_client is not None:
+            return self._user_client
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False, timeout=self.config.timeout)
+        return self._client
+
+    async def _close_own_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.aclose()
+            except Exception:
+                logger.debug("matomo: closing the HTTP client failed", exc_info=True)
+
+    async def _post(self, body: bytes) -> Answer | tuple[TransportError, str]:
+        client = self._http_client()
+        try:
+            async with client.stream(
+                "POST", self._endpoint, content=body, headers=BULK_HEADERS, follow_redirects=False
+            ) as response:
+                data = bytearray()
+                async for chunk in response.aiter_bytes():
+                    data += chunk
+                    if len(data) >= _MAX_ANSWER_BYTES:
+                        break
+                return Answer(
+                    status=response.status_code,
+                    body=bytes(data[:_MAX_ANSWER_BYTES]),
+                    retry_after=response.headers.get("retry-after"),
+                    location=response.headers.get("location"),
+                )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            return TransportError.CONNECT, _describe(exc)
+        except httpx.TimeoutException as exc:  # read/write timeout: Matomo may have the hits
+            return TransportError.TIMEOUT, _describe(exc)
+        except Exception as exc:  # other transport errors, a closed or misconfigured client
+            return TransportError.OTHER, _describe(exc)
+
+    # -- flushing and closing --------------------------------------------------------------
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """Wait until every hit submitted before this call is delivered or given up on, at
+        most ``timeout`` seconds (default ``config.shutdown_timeout``). Partial batches go out
+        at once. Returns whether everything was finished in time."""
+        if timeout is None:
+            timeout = self.config.shutdown_timeout
+        with self._lock:
+            target = self._admitted
+            if self._finished >= target:
+                return True
+            self._flush_target = max(self._flush_target, target)
+        self._ensure_worker(True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            progress = self._progress if self._loop is loop else None
+            if progress is not None:
+                progress.clear()
+            with self._lock:
+                if self._finished >= target:
+                    return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            if progress is None:
+                await asyncio.sleep(min(_POLL, remaining))
+                continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(progress.wait(), remaining)
+
+    async def aclose(self, timeout: float | None = None) -> bool:
+        """Refuse new hits, deliver what is queued within ``timeout`` seconds (default
+        ``config.shutdown_timeout``), drop what is left (counted as ``shutdown`` and logged)
+        and close the HTTP client made here. Returns whether everything was delivered.
+        ``start()`` opens the dispatcher again."""
+        if timeout is None:
+            timeout = self.config.shutdown_timeout
+        with self._lock:
+            self._closed = True
+            before = self._stats.dropped["shutdown"]
+        done = await self.aflush(timeout)
+        worker = self._worker
+        if worker is not None and not worker.done():
+            if worker.get_loop() is asyncio.get_running_loop():
+                self._abandoning = True
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+            else:  # a worker on a loop in another thread: ask it to stop there
+                with contextlib.suppress(RuntimeError):
+                    worker.get_loop().call_soon_threadsafe(self._abandon_on_loop)
+        self._worker = None
+        with self._lock:
+            left = len(self._queue)
+            if left:
+                self._stats.drop("shutdown", left)
+                self._budget.release(left, self._queue_bytes)
+                self._finished += left
+                self._queue.clear()
+                self._queue_bytes = 0
+            lost = self._stats.dropped["shutdown"] - before
+        if lost:
+            logger.warning(
+                "matomo: shutdown deadline of %.1f s reached; %d hit(s) were not delivered",
+                timeout,
+                lost,
+            )
+        await self._close_own_client()
+        return done
+
+    def _abandon_on_loop(self) -> None:
+        worker = self._worker
+        self._abandoning = True
+        if worker is not None:
+            worker.cancel()
+
+    # -- state -----------------------------------------------------------------------------
+    def stats(self) -> DispatchStats:
+        """What was queued, sent, retried and dropped so far."""
+        with self._lock:
+            return self._stats.snapshot()
+
+    @property
+    def pending(self) -> int:
+        """Hits submitted and not yet delivered or given up on."""
+        with self._lock:
+            return self._admitted - self._finished
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,45 @@
+"""Reach the per-request ``TrackingContext`` from a WSGI environ, a Flask/Werkzeug request or a
+Django request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from matomo_tracking.context import TrackingContext
+
+__all__ = ["ENVIRON_KEY", "get_context"]
+
+#: Where the middleware puts the request's ``TrackingContext`` (Flask ``request.environ``,
+#: Django ``request.META``). None there means "seen by a Matomo middleware, not tracked".
+ENVIRON_KEY = "matomo"
+
+
+def _environ_of(request_or_environ: object) -> Mapping[str, Any]:
+    if isinstance(request_or_environ, Mapping):
+        return request_or_environ
+    # Django's HttpRequest first: its WSGIRequest also has ``environ`` (the same dict), its
+    # ASGIRequest only ``META``.
+    for attribute in ("META", "environ"):
+        value = getattr(request_or_environ, attribute, None)
+        if isinstance(value, Mapping):
+            return value
+    raise TypeError(
+        "get_context() expects a WSGI environ, a Flask/Werkzeug request or a Django "
+        f"HttpRequest, got {type(request_or_environ).__name__}"
+    )
+
+
+def get_context(request_or_environ: object) -> TrackingContext:
+    """The ``TrackingContext`` of the current request: set its action name, user id or
+    dimensions, add events and goals, or ``skip()`` it.
+
+    Accepts a WSGI environ, a Flask/Werkzeug request (``flask.request``) or a Django
+    ``HttpRequest``. When the request is not tracked (an ignored path, a filter, no Matomo
+    middleware) a detached context is returned, so handler code needs no branch: what is done
+    to it is discarded.
+    """
+    context = _environ_of(request_or_environ).get(ENVIRON_KEY)
+    if isinstance(context, TrackingContext):
+        return context
+    return TrackingContext()
