@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -170,7 +171,9 @@ class BenchCollector:
                 return
 
 
-async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+async def _respond(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -183,18 +186,8 @@ async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], 
 
 def server_flavour() -> tuple[str, str]:
     """The uvicorn ``http`` and ``loop`` implementations available here (fastest first)."""
-    try:
-        import httptools  # noqa: F401
-
-        http = "httptools"
-    except ImportError:
-        http = "h11"
-    try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
-    except ImportError:
-        loop = "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     return http, loop
 
 

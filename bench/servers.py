@@ -268,7 +268,7 @@ class ProcessTree:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         try:
-            import psutil
+            import psutil  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError:
             self._psutil: Any = None
         else:

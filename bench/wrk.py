@@ -39,7 +39,9 @@ def wrk_version() -> str:
     path = shutil.which("wrk")
     if path is None:
         return "missing"
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    out = subprocess.run(
+        [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+    )
     return (out.stdout or out.stderr).splitlines()[0].strip() if (out.stdout or out.stderr) else "?"
 
 
@@ -80,7 +82,9 @@ def parse_wrk(stdout: str, stderr: str = "", returncode: int = 0) -> dict[str, A
             raw = json.loads(line[len(_MARK) :])
             break
     else:
-        raise WrkError(f"wrk printed no result (exit {returncode}): {stdout[-800:]} {stderr[-800:]}")
+        raise WrkError(
+            f"wrk printed no result (exit {returncode}): {stdout[-800:]} {stderr[-800:]}"
+        )
     duration_s = raw["duration_us"] / 1e6
     latency = {key: value / 1000 for key, value in raw["latency_us"].items()}
     return {

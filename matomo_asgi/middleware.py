@@ -19,6 +19,7 @@ from matomo_asgi.dispatcher import AsyncioDispatcher
 from matomo_asgi.routes import RouteFinder
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.context import TrackingContext
+from matomo_tracking.delivery import DispatchStats
 from matomo_tracking.dispatcher import Dispatcher
 from matomo_tracking.hits import HitBuilder
 from matomo_tracking.request import RequestView, ResponseView, asgi_app_path, request_from_asgi
@@ -130,20 +131,18 @@ class MatomoMiddleware:
             return
         context = self.builder.new_context()
         state[_STATE_KEY] = context
-        method = scope.get("method")
-        method = method.upper() if isinstance(method, str) else "GET"
-        app_path = asgi_app_path(scope)
-        if self._filters.skip_path(method, app_path):
-            context.skip()
-            await self.app(scope, receive, send)
-            return
-        view = request_from_asgi(scope)
-        if self._filters.skip_request(view, self._rng.random()) is not None:
+        try:
+            view = self._view(scope)
+        except Exception:  # a malformed scope must never break the request
+            self._warn("matomo: a request could not be read; it is not tracked", exc_info=True)
+            view = None
+        if view is None:
             context.skip()
             await self.app(scope, receive, send)
             return
 
-        root_path = scope.get("root_path") or ""
+        root_path = scope.get("root_path")
+        root_path = root_path if isinstance(root_path, str) else ""
         response = _Response()
 
         async def observe(message: Message) -> None:
@@ -164,17 +163,26 @@ class MatomoMiddleware:
             await self.app(scope, receive, observe)
         except Exception:
             self._track(scope, root_path, view, response, context, failed=True)
-            if self.config.sync_mode:
-                await self._flush(self.config.timeout)
+            await self._sync_flush()
             raise
         self._track(scope, root_path, view, response, context, failed=False)
-        if self.config.sync_mode:
-            await self._flush(self.config.timeout)
+        await self._sync_flush()
+
+    def _view(self, scope: Scope) -> RequestView | None:
+        """The request's view, or None when the filters skip it (cheapest checks first)."""
+        method = scope.get("method")
+        method = method.upper() if isinstance(method, str) else "GET"
+        if self._filters.skip_path(method, asgi_app_path(scope)):
+            return None
+        view = request_from_asgi(scope)
+        if self._filters.skip_request(view, self._rng.random()) is not None:
+            return None
+        return view
 
     def _track(
         self,
         scope: Scope,
-        root_path: object,
+        root_path: str,
         view: RequestView,
         response: _Response,
         context: TrackingContext,
@@ -187,10 +195,9 @@ class MatomoMiddleware:
                 return
             route = None
             if context.action_name is None:
-                route = self._routes.find(
-                    scope, root_path if isinstance(root_path, str) else "", view.path
-                )
-            status = response.status if response.started else (500 if failed else 200)
+                route = self._routes.find(scope, root_path, view.path)
+            # Without a response start the server answers 500 itself.
+            status = response.status if response.started else 500
             seen = ResponseView(
                 status=status,
                 content_type=response.content_type,
@@ -205,6 +212,14 @@ class MatomoMiddleware:
                 self.dispatcher.submit(hit)
         except Exception:
             self._warn("matomo: a request could not be tracked", exc_info=True)
+
+    async def _sync_flush(self) -> None:
+        if not self.config.sync_mode:
+            return
+        try:
+            await self._flush(self.config.timeout)
+        except Exception:
+            self._warn("matomo: delivering hits in sync_mode failed", exc_info=True)
 
     def _warn(self, message: str, *, exc_info: bool = False) -> None:
         now = time.monotonic()
@@ -289,6 +304,10 @@ class MatomoMiddleware:
         flush = getattr(dispatcher, "flush", None)
         if callable(flush):  # a thread dispatcher: wait for it without blocking the loop
             await asyncio.to_thread(flush, timeout)
+
+    def stats(self) -> DispatchStats:
+        """The dispatcher's statistics: hits queued, sent, retried, dropped (by reason)."""
+        return self.dispatcher.stats()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Deliver the queued hits (at most ``timeout`` s, default ``shutdown_timeout``) and

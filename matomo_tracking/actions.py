@@ -88,7 +88,10 @@ def absolute_url(name: str, value: object) -> str:
     """An absolute http(s) URL (Matomo discards relative ones), cut to 1024 bytes."""
     if not isinstance(value, str):
         raise ValueError(f"{name}={value!r} is invalid: expected an absolute http(s) URL")
-    parts = urlsplit(value.strip())
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:  # e.g. "http://[::1": an unclosed IPv6 host
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{name}={value!r} is invalid: expected an absolute http(s) URL")
     return truncate_bytes(value.strip(), MAX_URL_BYTES)
@@ -109,9 +112,8 @@ def site_search_params(
     keyword: str, category: str | None = None, count: int | None = None
 ) -> dict[str, str]:
     """A site search: ``search``, optional ``search_cat`` and ``search_count``."""
-    if not isinstance(keyword, str):
-        raise ValueError(f"keyword={keyword!r} is invalid: expected a string")
-    params = {"search": clean_text(keyword, MAX_EVENT_CHARS)}
+    # A blank keyword would read as "no search" to Matomo: the hit would become a page view.
+    params = {"search": _required("keyword", keyword)}
     if category is not None:
         if not isinstance(category, str):
             raise ValueError(f"category={category!r} is invalid: expected a string or None")
@@ -138,7 +140,7 @@ def _category(name: str, value: Category | None) -> str | None:
         return None
     if isinstance(value, str):
         return clean_text(value, 200)
-    items = list(value)
+    items = list(value) if isinstance(value, Iterable) else []
     if not 1 <= len(items) <= 5 or not all(isinstance(i, str) for i in items):
         raise ValueError(f"{name}={value!r} is invalid: expected a string or 1 to 5 strings")
     return json.dumps([clean_text(i, 200) for i in items], ensure_ascii=False)
@@ -180,7 +182,10 @@ def _items(items: Iterable[EcommerceItem | Mapping[str, object]]) -> str:
     rows: list[list[object]] = []
     for item in items:
         if isinstance(item, Mapping):
-            item = EcommerceItem(**item)  # type: ignore[arg-type]
+            try:
+                item = EcommerceItem(**item)  # type: ignore[arg-type]
+            except TypeError as exc:  # a key EcommerceItem does not have
+                raise ValueError(f"items: {dict(item)!r} is invalid: {exc}") from None
         if not isinstance(item, EcommerceItem):
             raise ValueError(f"items: {item!r} is invalid: expected an EcommerceItem or a mapping")
         rows.append(item.as_list())

@@ -73,12 +73,12 @@ BOT_PATTERNS: tuple[tuple[str, str, BotCategory], ...] = (
     ("Yeti/", "Naver", "search"),
     # link previewers
     ("facebookexternalhit", "Facebook", "preview"),
+    ("TelegramBot", "TelegramBot", "preview"),  # before Twitterbot: "TelegramBot (like TwitterBot)"
     ("Twitterbot", "Twitterbot", "preview"),
     ("LinkedInBot", "LinkedInBot", "preview"),
     ("Slackbot", "Slackbot", "preview"),
     ("Slack-ImgProxy", "Slackbot", "preview"),
     ("Discordbot", "Discordbot", "preview"),
-    ("TelegramBot", "TelegramBot", "preview"),
     ("WhatsApp", "WhatsApp", "preview"),
     ("SkypeUriPreview", "Skype", "preview"),
     ("Pinterestbot", "Pinterestbot", "preview"),

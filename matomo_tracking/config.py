@@ -68,7 +68,7 @@ def endpoint_url(url: str) -> str:
 
 
 def _fail(key: str, value: object, accepted: str) -> ValueError:
-    shown = "'***'" if key == "token_auth" else repr(value)
+    shown = "'***'" if key in ("token_auth", "visitor_salt") else repr(value)
     return ValueError(f"{key}={shown} is invalid: expected {accepted}")
 
 
@@ -137,6 +137,10 @@ class TrackingConfig:
             not isinstance(self.token_auth, str) or not self.token_auth.strip()
         ):
             raise _fail("token_auth", self.token_auth, "a non-empty string or None")
+        if self.visitor_salt is not None and (
+            not isinstance(self.visitor_salt, str) or not self.visitor_salt
+        ):
+            raise _fail("visitor_salt", self.visitor_salt, "a non-empty string or None")
         object.__setattr__(self, "ignore_paths", _paths(self.ignore_paths))
         object.__setattr__(self, "ignore_patterns", _patterns(self.ignore_patterns))
         object.__setattr__(

@@ -290,7 +290,8 @@ class BatchDelivery:
 
     def _retry(self, reason: str, retry_after: float | None = None) -> None:
         batch = self._in_flight
-        assert batch is not None
+        if batch is None:
+            raise RuntimeError("no Send in flight")
         self._in_flight = None
         self._attempt += 1
         self._retry_after = retry_after
@@ -340,7 +341,8 @@ class BatchDelivery:
     def failed(self, error: TransportError, detail: str, now: float) -> None:
         """The last ``Send`` got no HTTP answer (connection refused, timeout, ...)."""
         batch = self._in_flight
-        assert batch is not None
+        if batch is None:
+            raise RuntimeError("no Send in flight")
         if error is TransportError.TIMEOUT:
             self._stats.possible_duplicates += len(batch)
         self._retry(f"could not reach Matomo ({error.value}: {detail})")
@@ -359,6 +361,7 @@ class BatchDelivery:
         left = self.remaining
         self._pending.clear()
         self._in_flight = None
+        self._sleep_due = False  # nothing left to wait for
         if left:
             self._stats.drop(reason, left)
         return left

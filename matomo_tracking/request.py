@@ -236,7 +236,11 @@ def request_from_wsgi(environ: Mapping[str, Any]) -> RequestView:
     server_port = environ.get("SERVER_PORT")
     server: tuple[str, int | None] | None = None
     if isinstance(server_name, str) and server_name:
-        port = int(server_port) if isinstance(server_port, str) and server_port.isdigit() else None
+        port = (
+            int(server_port)
+            if isinstance(server_port, str) and server_port.isascii() and server_port.isdigit()
+            else None  # "²".isdigit() is true, but int("²") raises
+        )
         server = (server_name, port)
 
     method = environ.get("REQUEST_METHOD")

@@ -31,8 +31,8 @@ def pk_visitor_id(cookie_header: str, site_id: int) -> str | None:
     cookies: SimpleCookie = SimpleCookie()
     try:
         cookies.load(cookie_header)
-    except CookieError:
-        return None
+    except CookieError:  # e.g. "$Foo=1" after a cookie: read the pairs directly below
+        cookies.clear()
     for name, morsel in cookies.items():
         if name.startswith(prefix):
             visitor = unquote(morsel.value).split(".", 1)[0]

@@ -31,7 +31,9 @@ class Pending:
 
     __slots__ = ("context", "now", "route", "start", "view")
 
-    def __init__(self, view: RequestView, context: TrackingContext, start: float, now: float) -> None:
+    def __init__(
+        self, view: RequestView, context: TrackingContext, start: float, now: float
+    ) -> None:
         self.view = view
         self.context = context
         self.start = start  # perf_counter() at arrival, for the time to first byte
@@ -56,8 +58,9 @@ class Tracking:
         self, environ: MutableMapping[str, Any], make_view: Callable[[], RequestView]
     ) -> Pending | None:
         """Start tracking a request whose environ (or Django ``META``) is ``environ``; None
-        when it is not tracked. Either way ``environ["matomo"]`` is set, so that a second
-        middleware further in passes the request through (the outer one wins)."""
+        when it is not tracked. Either way ``environ["matomo"]`` gets a context (a detached
+        one when not tracked, so handler code never has to check), and a second middleware
+        further in passes the request through (the outer one wins)."""
         start = time.perf_counter()
         method = environ.get("REQUEST_METHOD")
         path = environ.get("PATH_INFO") or "/"
@@ -69,17 +72,17 @@ class Tracking:
             and path.isascii()
             and self.builder.filters.skip_path(method.upper(), path)
         ):
-            environ[ENVIRON_KEY] = None
+            environ[ENVIRON_KEY] = self.builder.new_context()
             return None
         try:
             view = make_view()
-            if self.builder.filters.skip_request(view, self.rng.random()) is not None:
-                environ[ENVIRON_KEY] = None
-                return None
             context = self.builder.new_context()
+            if self.builder.filters.skip_request(view, self.rng.random()) is not None:
+                environ[ENVIRON_KEY] = context
+                return None
         except Exception:
             self.internal_error("reading the request")
-            environ[ENVIRON_KEY] = None
+            environ[ENVIRON_KEY] = TrackingContext()
             return None
         environ[ENVIRON_KEY] = context
         return Pending(view, context, start, time.time())

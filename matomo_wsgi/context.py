@@ -11,7 +11,7 @@ from matomo_tracking.context import TrackingContext
 __all__ = ["ENVIRON_KEY", "get_context"]
 
 #: Where the middleware puts the request's ``TrackingContext`` (Flask ``request.environ``,
-#: Django ``request.META``). None there means "seen by a Matomo middleware, not tracked".
+#: Django ``request.META``), tracked or not.
 ENVIRON_KEY = "matomo"
 
 
@@ -35,9 +35,9 @@ def get_context(request_or_environ: object) -> TrackingContext:
     dimensions, add events and goals, or ``skip()`` it.
 
     Accepts a WSGI environ, a Flask/Werkzeug request (``flask.request``) or a Django
-    ``HttpRequest``. When the request is not tracked (an ignored path, a filter, no Matomo
-    middleware) a detached context is returned, so handler code needs no branch: what is done
-    to it is discarded.
+    ``HttpRequest``. The middleware puts one on every request, tracked or not (what is done to
+    the context of an untracked request is discarded); without a Matomo middleware a detached
+    context is returned, so handler code never needs a branch.
     """
     context = _environ_of(request_or_environ).get(ENVIRON_KEY)
     if isinstance(context, TrackingContext):

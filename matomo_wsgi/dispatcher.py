@@ -97,7 +97,8 @@ class ThreadDispatcher:
         self._reset()
         _live.add(self)
         atexit.register(self._at_exit)
-        os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
+        if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+            os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
 
     def __repr__(self) -> str:
         return f"ThreadDispatcher(endpoint={self._endpoint!r}, closed={self._closed})"
@@ -139,7 +140,11 @@ class ThreadDispatcher:
                     return False
                 self._stats.queued += 1
                 self._ensure_thread()
-            self._queue.put_nowait(encoded)
+            try:
+                self._queue.put_nowait(encoded)
+            except queue.Full:  # flush/close markers took the spare room
+                self._finished([encoded], reason="queue_full")
+                return False
             return True
         except Exception:
             logger.warning("matomo: could not queue a hit", exc_info=True)
@@ -190,6 +195,7 @@ class ThreadDispatcher:
             if self._closed:
                 return True
             self._closed = True
+            dropped_before = self._stats.dropped["shutdown"]
             thread = self._thread
             running = thread is not None and thread.is_alive()
         _live.discard(self)
@@ -206,15 +212,17 @@ class ThreadDispatcher:
             # deliver from here.
             self._deadline = deadline
             self._drain_inline(deadline)
-        left = self._give_up("shutdown")
-        if left:
+        self._give_up("shutdown")
+        with self._lock:
+            lost = self._stats.dropped["shutdown"] - dropped_before
+        if lost:
             logger.warning(
                 "matomo: dispatcher closed after %.1f s with %d hit(s) undelivered (dropped)",
                 limit,
-                left,
+                lost,
             )
         self._close_client()
-        return left == 0
+        return lost == 0
 
     # -- submit helpers ------------------------------------------------------------------
     def _warn_full(self) -> None:
@@ -440,14 +448,13 @@ class ThreadDispatcher:
             except Exception:  # pragma: no cover
                 logger.debug("matomo: closing the HTTP client failed", exc_info=True)
 
-    def _give_up(self, reason: str) -> int:
-        """Count whatever is still pending as dropped; returns how many."""
+    def _give_up(self, reason: str) -> None:
+        """Count whatever is still pending as dropped."""
         with self._lock:
             left = self._budget.hits
             if left:
                 self._stats.drop(reason, left)
                 self._budget.release(left, self._budget.bytes)
-        return left
 
     def _at_exit(self) -> None:
         try:

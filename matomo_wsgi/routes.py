@@ -12,14 +12,13 @@ the hit falls back to the app-relative path.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["django_route", "is_django_handler", "resolve_django_route", "werkzeug_route"]
 
-logger = logging.getLogger(__name__)
+_MAX_DEPTH = 8  # wrapping middleware followed at most this deep
 
 
 def werkzeug_route(environ: Mapping[str, Any]) -> str | None:
@@ -43,10 +42,21 @@ def django_route(request: object) -> str | None:
 
 
 def is_django_handler(app: object) -> bool:
-    """Whether ``app`` is Django's WSGI handler (without importing Django)."""
+    """Whether ``app`` is Django's WSGI handler, or wraps one (WhiteNoise keeps it as
+    ``.application``, most middleware as ``.app``), without importing Django."""
     module = sys.modules.get("django.core.handlers.wsgi")
     handler = getattr(module, "WSGIHandler", None) if module is not None else None
-    return isinstance(handler, type) and isinstance(app, handler)
+    if not isinstance(handler, type):
+        return False
+    node: object | None = app
+    for _ in range(_MAX_DEPTH):
+        if isinstance(node, handler):
+            return True
+        inner = getattr(node, "application", None)
+        node = inner if inner is not None else getattr(node, "app", None)
+        if node is None:
+            return False
+    return False
 
 
 def resolve_django_route(path_info: str) -> str | None:

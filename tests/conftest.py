@@ -7,6 +7,11 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# Registered here, not through the "matomo" entry point (disabled in pyproject's addopts):
+# entry-point plugins are imported before coverage starts, so the whole core would be
+# measured as never imported.
+pytest_plugins = ["matomo_tracking.testing.plugin"]
+
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -5,7 +5,8 @@
 ``BENCH_OPTIONS``: JSON object of extra ``TrackingConfig`` options for ``ours``.
 
 Routes: ``GET /items/<int:item_id>`` (small JSON, a path parameter) and ``GET /page`` (small
-HTML). ``GET /_bench/stats`` (not tracked) returns the dispatcher's statistics for ``ours``.
+HTML). ``GET /_bench/stats`` (not tracked): how many requests the two routes served, and the
+dispatcher's statistics for ``ours``.
 
 Serve: ``BENCH_VARIANT=ours gunicorn -k gthread --threads 8 bench.apps.wsgi_app:app``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from typing import Any
 
 from flask import Flask, Response, jsonify
@@ -26,37 +28,42 @@ PAGE = (
 STATS_PATH = "/_bench/stats"
 
 flask_app = Flask(__name__)
+_served = 0  # requests the routes answered
+_served_lock = threading.Lock()
+
+
+def _count() -> None:
+    global _served
+    with _served_lock:
+        _served += 1
 
 
 @flask_app.get("/items/<int:item_id>")
 def item(item_id: int) -> Response:
     """A small JSON document that depends on the path parameter."""
+    _count()
     return jsonify({"id": item_id, "name": f"item {item_id}", "price": item_id * 3 % 97})
 
 
 @flask_app.get("/page")
 def page() -> Response:
     """A small HTML page."""
+    _count()
     return Response(PAGE, content_type="text/html; charset=utf-8")
 
 
 @flask_app.get(STATS_PATH)
 def stats() -> Response:
-    """The dispatcher's statistics when the variant is ``ours`` (else an empty object)."""
-    return jsonify(dispatcher_stats(app))
+    """Requests served so far, and the dispatcher's statistics for ``ours``."""
+    return jsonify({"served": _served, "dispatcher": dispatcher_stats(app)})
 
 
 def dispatcher_stats(wrapped: object) -> dict[str, Any]:
-    """``stats()`` of the middleware's dispatcher as a dict, if it can be found."""
-    for name in ("dispatcher", "_dispatcher"):
-        dispatcher = getattr(wrapped, name, None)
-        snapshot = getattr(dispatcher, "stats", None)
-        if callable(snapshot):
-            value = snapshot()
-            if dataclasses.is_dataclass(value) and not isinstance(value, type):
-                return dataclasses.asdict(value)
-            return {"value": repr(value)}
-    return {}
+    """``stats()`` of the middleware's dispatcher as a dict (empty if there is none)."""
+    dispatcher = getattr(wrapped, "dispatcher", None)
+    if dispatcher is None:
+        return {}
+    return dataclasses.asdict(dispatcher.stats())
 
 
 def build(variant: str, url: str, options: dict[str, Any]) -> Any:
@@ -68,7 +75,7 @@ def build(variant: str, url: str, options: dict[str, Any]) -> Any:
 
         return MatomoMiddleware(flask_app, url=url, site_id=1, ignore_paths=("/_bench",), **options)
     if variant == "peer":
-        from flask_matomo2 import Matomo
+        from flask_matomo2 import Matomo  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
         Matomo(flask_app, matomo_url=url, id_site=1, ignored_routes=[STATS_PATH])
         return flask_app

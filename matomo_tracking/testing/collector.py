@@ -367,6 +367,7 @@ class Collector:
             await asyncio.sleep(0.01)
         if tracking and self.mode.hang_after_read:
             await asyncio.sleep(self.mode.hang_after_read)
+            self.requests.append({"bulk": True, "count": 0, "hung": True})  # as the WSGI side
             status, headers, payload = 503, list[tuple[str, str]](), b""
         else:
             query = scope.get("query_string", b"").decode("latin-1")

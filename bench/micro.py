@@ -1,0 +1,399 @@
+"""In-process micro-benchmarks of matomo-middleware.
+
+1. Overhead: microseconds per request that ``matomo_asgi.MatomoMiddleware`` and
+   ``matomo_wsgi.MatomoMiddleware`` add to a minimal app, with delivery stubbed out (a
+   dispatcher whose ``submit`` only counts). The apps are called directly with a prebuilt
+   scope/environ (no server, no sockets); bare and wrapped runs are interleaved, and the
+   median of the repeats is reported.
+2. Delivery: hits per second that ``AsyncioDispatcher`` and ``ThreadDispatcher`` deliver from
+   one process to the fast collector (``bench.collector``): submit N hits, flush, and divide
+   the hits the collector counted by the time from the first submit to the end of the flush.
+
+Run alone: ``python bench/micro.py [--quick]`` (starts its own collector on 127.0.0.1);
+``bench/run.py`` runs it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``bench`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.servers import CollectorProcess, free_port
+
+__all__ = ["NullDispatcher", "asgi_overhead", "dispatcher_throughput", "run_micro", "wsgi_overhead"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
+
+_BODY = b'{"id":42,"name":"item 42","price":29}'
+_UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+SCOPE: dict[str, Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0", "spec_version": "2.4"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": "/items/42",
+    "raw_path": b"/items/42",
+    "root_path": "",
+    "query_string": b"ref=home",
+    "headers": [
+        (b"host", b"127.0.0.1:8000"),
+        (b"user-agent", _UA.encode()),
+        (b"accept", b"application/json"),
+        (b"accept-language", b"en-US,en;q=0.9"),
+        (b"referer", b"http://127.0.0.1:8000/page"),
+    ],
+    "client": ("127.0.0.1", 54321),
+    "server": ("127.0.0.1", 8000),
+}
+ENVIRON: dict[str, Any] = {
+    "REQUEST_METHOD": "GET",
+    "SCRIPT_NAME": "",
+    "PATH_INFO": "/items/42",
+    "QUERY_STRING": "ref=home",
+    "SERVER_NAME": "127.0.0.1",
+    "SERVER_PORT": "8000",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "REMOTE_ADDR": "127.0.0.1",
+    "REMOTE_PORT": "54321",
+    "HTTP_HOST": "127.0.0.1:8000",
+    "HTTP_USER_AGENT": _UA,
+    "HTTP_ACCEPT": "application/json",
+    "HTTP_ACCEPT_LANGUAGE": "en-US,en;q=0.9",
+    "HTTP_REFERER": "http://127.0.0.1:8000/page",
+    "wsgi.version": (1, 0),
+    "wsgi.url_scheme": "http",
+    "wsgi.errors": sys.stderr,
+    "wsgi.multithread": True,
+    "wsgi.multiprocess": False,
+    "wsgi.run_once": False,
+}
+
+
+class NullDispatcher:
+    """A dispatcher that accepts every hit and delivers nothing (delivery stubbed out)."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    def submit(self, hit: object) -> bool:
+        """Count the hit."""
+        self.submitted += 1
+        return True
+
+    def stats(self) -> Any:
+        """Statistics: every hit queued, none sent."""
+        from matomo_tracking.delivery import DispatchStats
+
+        return DispatchStats(queued=self.submitted)
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Nothing to flush."""
+        return 0
+
+    def close(self, timeout: float | None = None) -> int:
+        """Nothing to close."""
+        return 0
+
+    async def aflush(self, timeout: float | None = None) -> int:
+        """Nothing to flush."""
+        return 0
+
+    async def aclose(self, timeout: float | None = None) -> int:
+        """Nothing to close."""
+        return 0
+
+
+# -- overhead -------------------------------------------------------------------------------
+async def _bare_asgi(scope: Scope, receive: Any, send: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"37")],
+        }
+    )
+    await send({"type": "http.response.body", "body": _BODY})
+
+
+def _bare_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "37")])
+    return [_BODY]
+
+
+async def _asgi_loop(app: ASGIApp, iterations: int) -> float:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        return None
+
+    start = time.perf_counter()
+    for _ in range(iterations):
+        scope = dict(SCOPE)
+        scope["state"] = {}
+        await app(scope, receive, send)
+    return (time.perf_counter() - start) / iterations * 1e6
+
+
+def _wsgi_loop(app: Callable[..., Iterable[bytes]], iterations: int) -> float:
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return None
+
+    empty = b""
+    start = time.perf_counter()
+    for _ in range(iterations):
+        environ = dict(ENVIRON)
+        environ["wsgi.input"] = io.BytesIO(empty)
+        result = app(environ, start_response)
+        try:
+            for _chunk in result:
+                pass
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+    return (time.perf_counter() - start) / iterations * 1e6
+
+
+def _summary(
+    bare: list[float], ours: list[float], stub: NullDispatcher, calls: int
+) -> dict[str, Any]:
+    bare_us, ours_us = statistics.median(bare), statistics.median(ours)
+    return {
+        "bare_us": round(bare_us, 3),
+        "ours_us": round(ours_us, 3),
+        "added_us": round(ours_us - bare_us, 3),
+        "bare_runs_us": [round(v, 3) for v in bare],
+        "ours_runs_us": [round(v, 3) for v in ours],
+        "hits_per_request": round(stub.submitted / calls, 3) if calls else 0.0,
+    }
+
+
+def asgi_overhead(iterations: int, repeats: int) -> dict[str, Any]:
+    """µs per request added by ``matomo_asgi.MatomoMiddleware`` (delivery stubbed)."""
+    from matomo_asgi import MatomoMiddleware
+
+    stub = NullDispatcher()
+    ours = MatomoMiddleware(_bare_asgi, url="http://127.0.0.1:9", site_id=1, dispatcher=stub)
+
+    async def measure() -> tuple[list[float], list[float]]:
+        await _asgi_loop(_bare_asgi, max(100, iterations // 10))  # warm up
+        await _asgi_loop(ours, max(100, iterations // 10))
+        stub.submitted = 0
+        bare_runs, ours_runs = [], []
+        for _ in range(repeats):
+            bare_runs.append(await _asgi_loop(_bare_asgi, iterations))
+            ours_runs.append(await _asgi_loop(ours, iterations))
+        return bare_runs, ours_runs
+
+    bare_runs, ours_runs = asyncio.run(measure())
+    result = _summary(bare_runs, ours_runs, stub, iterations * repeats)
+    result.update(iterations=iterations, repeats=repeats)
+    return result
+
+
+def wsgi_overhead(iterations: int, repeats: int) -> dict[str, Any]:
+    """µs per request added by ``matomo_wsgi.MatomoMiddleware`` (delivery stubbed)."""
+    from matomo_wsgi import MatomoMiddleware
+
+    stub = NullDispatcher()
+    ours = MatomoMiddleware(_bare_wsgi, url="http://127.0.0.1:9", site_id=1, dispatcher=stub)
+    _wsgi_loop(_bare_wsgi, max(100, iterations // 10))  # warm up
+    _wsgi_loop(ours, max(100, iterations // 10))
+    stub.submitted = 0
+    bare_runs, ours_runs = [], []
+    for _ in range(repeats):
+        bare_runs.append(_wsgi_loop(_bare_wsgi, iterations))
+        ours_runs.append(_wsgi_loop(ours, iterations))
+    result = _summary(bare_runs, ours_runs, stub, iterations * repeats)
+    result.update(iterations=iterations, repeats=repeats)
+    return result
+
+
+# -- delivery throughput --------------------------------------------------------------------
+def sample_hits(count: int) -> list[Any]:
+    """``count`` realistic page-view hits (100 distinct parameter sets, cycled)."""
+    from matomo_tracking.hits import Hit
+
+    now = time.time()
+    variants = [
+        {
+            "idsite": "1",
+            "rec": "1",
+            "apiv": "1",
+            "url": f"http://127.0.0.1:8000/items/{n}?ref=home",
+            "action_name": f"items/{n}",
+            "ua": _UA,
+            "lang": "en-US,en;q=0.9",
+            "urlref": "http://127.0.0.1:8000/page",
+            "_id": f"{n:016x}",
+            "pv_id": f"a{n:05d}",
+            "pf_srv": "3",
+            "cvar": '{"1":["HTTP-method","GET"],"2":["HTTP-status","200"]}',
+            "rand": str(n * 7919),
+        }
+        for n in range(100)
+    ]
+    return [Hit(params=variants[i % 100], created=now) for i in range(count)]
+
+
+def _wait_for(hits: Callable[[], int], target: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    count = hits()
+    while count < target and time.monotonic() < deadline:
+        time.sleep(0.05)
+        count = hits()
+    return count
+
+
+def dispatcher_throughput(
+    kind: str, url: str, count: int, hits: Callable[[], int]
+) -> dict[str, Any]:
+    """Deliver ``count`` hits with the ``asyncio`` or ``thread`` dispatcher; hits/s delivered."""
+    from matomo_tracking.config import TrackingConfig
+
+    # A queue that holds every hit: this measures delivery, not what a full queue drops.
+    config = TrackingConfig(
+        url=url, queue_max_hits=max(count, 10_000), queue_max_bytes=1024 * 1024 * 1024
+    )
+    batch = sample_hits(count)
+    before = hits()
+    accepted = 0
+    if kind == "thread":
+        from matomo_wsgi import ThreadDispatcher
+
+        dispatcher = ThreadDispatcher(config)
+        start = time.perf_counter()
+        for hit in batch:
+            accepted += bool(dispatcher.submit(hit))
+        submitted = time.perf_counter() - start
+        dispatcher.flush(120.0)
+        elapsed = time.perf_counter() - start
+        dispatcher.close(5.0)
+        stats = dispatcher.stats()
+    elif kind == "asyncio":
+        from matomo_asgi import AsyncioDispatcher
+
+        async def deliver() -> tuple[int, float, float, Any]:
+            dispatcher = AsyncioDispatcher(config)
+            taken = 0
+            start = time.perf_counter()
+            for index, hit in enumerate(batch):
+                taken += bool(dispatcher.submit(hit))
+                if index % 1000 == 999:
+                    await asyncio.sleep(0)  # let the worker run, as a server's loop would
+            submitted = time.perf_counter() - start
+            await dispatcher.aflush(120.0)
+            elapsed = time.perf_counter() - start
+            await dispatcher.aclose(5.0)
+            return taken, submitted, elapsed, dispatcher.stats()
+
+        accepted, submitted, elapsed, stats = _run_loop(deliver())
+    else:
+        raise ValueError(f"kind={kind!r} is invalid: expected 'asyncio' or 'thread'")
+    delivered = _wait_for(hits, before + accepted, 10.0) - before
+    return {
+        "hits": count,
+        "accepted": accepted,
+        "delivered": delivered,
+        "seconds": round(elapsed, 4),
+        "submit_us_per_hit": round(submitted / count * 1e6, 3) if count else 0.0,
+        "hits_per_s": round(delivered / elapsed, 1) if elapsed > 0 else 0.0,
+        "stats": _plain(stats),
+    }
+
+
+def _run_loop(coro: Any) -> Any:
+    try:
+        import uvloop  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _plain(value: Any) -> Any:
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return repr(value)
+
+
+# -- everything -----------------------------------------------------------------------------
+def run_micro(collector: CollectorProcess, *, quick: bool = False) -> dict[str, Any]:
+    """All micro-benchmarks; a part that fails reports ``{"error": ...}`` instead."""
+    iterations, repeats = (2_000, 3) if quick else (20_000, 7)
+    count = 5_000 if quick else 100_000
+    parts: dict[str, Callable[[], dict[str, Any]]] = {
+        "asgi_overhead": lambda: asgi_overhead(iterations, repeats),
+        "wsgi_overhead": lambda: wsgi_overhead(iterations, repeats),
+        "asyncio_dispatcher": lambda: dispatcher_throughput(
+            "asyncio", collector.url, count, collector.hits
+        ),
+        "thread_dispatcher": lambda: dispatcher_throughput(
+            "thread", collector.url, count, collector.hits
+        ),
+    }
+    results: dict[str, Any] = {}
+    for name, part in parts.items():
+        print(f"  micro: {name} ...", flush=True)
+        try:
+            results[name] = part()
+        except Exception as exc:
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"  micro: {name}: {_brief(results[name])}", flush=True)
+    return results
+
+
+def _brief(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return "ERROR " + str(result["error"])[:300]
+    if "added_us" in result:
+        return (
+            f"bare {result['bare_us']} µs, ours {result['ours_us']} µs, "
+            f"added {result['added_us']} µs"
+        )
+    return (
+        f"{result['delivered']}/{result['hits']} hits in {result['seconds']} s "
+        f"= {result['hits_per_s']} hits/s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the micro-benchmarks with a collector of their own; print JSON."""
+    parser = argparse.ArgumentParser(description="matomo-middleware micro-benchmarks")
+    parser.add_argument("--quick", action="store_true", help="few iterations (a smoke test)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-micro-") as tmp:
+        collector = CollectorProcess(port=free_port(), log_path=Path(tmp) / "collector.log")
+        try:
+            collector.start()
+            results = run_micro(collector, quick=args.quick)
+        finally:
+            collector.stop()
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""``AsyncTracker``: the standalone tracker for asyncio code (jobs, webhooks, workers)."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from matomo_tracking.config import TrackingConfig
+from matomo_tracking.delivery import DispatchStats
+from matomo_tracking.dispatcher import Dispatcher
+from matomo_tracking.hits import Hit
+from matomo_tracking.tracker import BaseTracker
+
+from matomo_asgi.dispatcher import AsyncioDispatcher
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from matomo_tracking.config import TrackingOptions
+
+__all__ = ["AsyncTracker"]
+
+
+class AsyncTracker(BaseTracker):
+    """Track page views, events, goals, ecommerce and more from asyncio code.
+
+    ``AsyncTracker(url=..., site_id=..., token_auth=...)`` takes the middleware's keyword
+    arguments. Each ``track_*`` call builds a hit and queues it without blocking (returns
+    False if it was dropped); delivery runs on the event loop in bulk batches. Call
+    ``await tracker.aclose()`` (or use ``async with``) before the loop ends.
+    """
+
+    def __init__(
+        self,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        dispatcher: Dispatcher | None = None,
+        **options: Unpack[TrackingOptions],
+    ) -> None:
+        config = TrackingConfig.from_kwargs(options)
+        super().__init__(config, clock=time.time, rng=random.Random())
+        self._dispatcher: Dispatcher = (
+            dispatcher if dispatcher is not None else AsyncioDispatcher(config, http_client=http_client)
+        )
+
+    def _submit(self, hit: Hit) -> bool:
+        return self._dispatcher.submit(hit)
+
+    def stats(self) -> DispatchStats:
+        """What was queued, sent, retried and dropped."""
+        return self._dispatcher.stats()
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued hit is delivered (or ``timeout`` passes)."""
+        flush: Any = getattr(self._dispatcher, "aflush", None)
+        return bool(await flush(timeout)) if flush is not None else True
+
+    async def aclose(self, timeout: float | None = None) -> bool:
+        """Deliver what is queued (within ``timeout``, default ``shutdown_timeout``) and stop."""
+        close: Any = getattr(self._dispatcher, "aclose", None)
+        return bool(await close(timeout)) if close is not None else True
+
+    async def __aenter__(self) -> AsyncTracker:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

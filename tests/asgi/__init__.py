@@ -1,0 +1,1 @@
+"""Tests of the ASGI adapter (matomo_asgi)."""

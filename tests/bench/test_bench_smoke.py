@@ -1,0 +1,82 @@
+"""Smoke test of the benchmark harness: ``bench/run.py`` runs end to end in its quickest mode
+and writes its results. Never asserts on timings, only on the shape of what was written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers import ROOT, require_command
+
+pytestmark = pytest.mark.e2e
+
+MEASURED = (
+    "req_per_s",
+    "requests",
+    "latency_ms",
+    "errors",
+    "cpu_us_per_req",
+    "peak_rss_mb",
+    "rss_growth_mb",
+    "served",
+    "delivered_hits",
+    "delivered_ratio",
+)
+MICRO = ("asgi_overhead", "wsgi_overhead", "asyncio_dispatcher", "thread_dispatcher")
+
+
+def test_quick_run_writes_results(tmp_path: Path) -> None:
+    require_command("wrk")
+    results = tmp_path / "results"
+    command = [
+        sys.executable,
+        str(ROOT / "bench" / "run.py"),
+        "--no-venv",
+        "--quick",
+        "--scenarios=0ms",
+        "--variants=bare,ours",
+        "--runs=1",
+        "--duration=1",
+        "--warmup=0",
+        "--settle=5",
+        f"--results-dir={results}",
+    ]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=100, check=False
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+    data = json.loads((results / "latest.json").read_text())
+    for key in ("machine", "config", "servers", "measurements", "summary", "micro", "targets"):
+        assert key in data, key
+    for key in ("cpu_model", "cores", "python", "packages", "wrk"):
+        assert key in data["machine"], key
+
+    seen = {(m["stack"], m["variant"]): m for m in data["measurements"]}
+    assert set(seen) == {(s, v) for s in ("asgi", "wsgi") for v in ("bare", "ours")}
+    for (stack, variant), m in seen.items():
+        assert "error" not in m, f"{stack} {variant}: {m.get('error')}"
+        for key in MEASURED:
+            assert key in m, f"{stack} {variant}: {key}"
+        assert {"p50", "p99"} <= set(m["latency_ms"])
+        if variant == "ours":
+            assert isinstance(m["delivered_ratio"], float)
+            assert "dispatcher_stats" in m
+
+    assert {(r["stack"], r["variant"]) for r in data["summary"]} == set(seen)
+    for row in data["summary"]:
+        assert "ratio_to_bare" in row
+        assert "p99_delta_ms" in row
+
+    for name in MICRO:
+        assert name in data["micro"], name
+        assert "error" not in data["micro"][name], data["micro"][name]
+
+    report = (results / "latest.md").read_text()
+    for heading in ("## ASGI", "## WSGI", "## Targets"):
+        assert heading in report
+    assert len(list(results.glob("2*.json"))) == 1

@@ -1,0 +1,326 @@
+"""The Django middleware (``matomo_wsgi.django.MatomoMiddleware``): settings, routes, context,
+errors, streamed and file responses, sync and async, through Django's test clients.
+
+Django is configured for this module only (when nothing configured it before) and put back
+unconfigured afterwards, so that other test modules can configure it their own way."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+django = pytest.importorskip("django")
+
+from asgiref.sync import iscoroutinefunction  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.http import HttpRequest, HttpResponse  # noqa: E402
+from django.test import AsyncClient, Client, override_settings  # noqa: E402
+
+from matomo_tracking.request import RequestView  # noqa: E402
+from matomo_tracking.testing import Collector  # noqa: E402
+from matomo_wsgi import MatomoMiddleware as WSGIMiddleware  # noqa: E402
+from matomo_wsgi import get_context  # noqa: E402
+from matomo_wsgi.django import MatomoMiddleware, authenticated_user_id  # noqa: E402
+from tests.wsgi.conftest import COLLECTOR_URL, RecordingDispatcher, client_for  # noqa: E402
+from tests.wsgi.django_project import settings as project_settings  # noqa: E402
+from tests.wsgi.django_project.views import DATA_FILE  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _django() -> Iterator[None]:
+    from django.apps import apps
+    from django.utils.functional import empty
+
+    configured_here = not settings.configured
+    if configured_here:
+        settings.configure(**project_settings.BASE)
+        django.setup(set_prefix=False)
+    # What these tests need, on top of whatever configured Django (app and database
+    # settings are left alone: overriding them reloads Django's registries).
+    needed = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "ROOT_URLCONF", "MIDDLEWARE", "USE_TZ")
+    with override_settings(**{key: project_settings.BASE[key] for key in needed}):
+        yield
+    if configured_here:
+        settings._wrapped = empty
+        apps.app_configs = {}
+        apps.apps_ready = apps.models_ready = apps.ready = apps.loading = False
+        apps.clear_cache()
+
+
+@pytest.fixture
+def matomo(collector: Collector, collector_client: httpx.Client) -> Iterator[dict[str, Any]]:
+    """MATOMO_API_TRACKING for a test: inline delivery to the in-process collector."""
+    value: dict[str, Any] = {
+        "url": COLLECTOR_URL,
+        "site_id": 1,
+        "visitor_salt": "test-salt",
+        "sync_mode": True,
+        "http_client": collector_client,
+        "status_dimension": 1,
+        "bytes_dimension": 3,
+    }
+    with override_settings(MATOMO_API_TRACKING=value):
+        yield value
+
+
+def test_routes_are_action_names_and_the_view_reaches_the_context(
+    matomo: dict[str, Any], collector: Collector
+) -> None:
+    client = Client()
+    assert client.get("/items/42/?a=%C3%A9").json()["pk"] == 42
+    client.get("/legacy/2024/")
+    client.get("/nowhere/", HTTP_USER_AGENT="UA/2")
+    item, legacy, missing = collector.hits
+    assert item["action_name"] == "/items/<int:pk>/"
+    assert item["url"] == "http://testserver/items/42/?a=%C3%A9"
+    assert item["dimension2"]  # set by the view through get_context(request)
+    assert legacy["action_name"] == "/^legacy/(?P<year>[0-9]{4})/$"
+    assert (missing["action_name"], missing["dimension1"], missing["ua"]) == (
+        "/nowhere/",
+        "404",
+        "UA/2",
+    )
+
+
+def test_context_skip_and_events(matomo: dict[str, Any], collector: Collector) -> None:
+    client = Client()
+    client.get("/event/")
+    client.get("/skipped/")
+    page, event = collector.hits
+    assert page["action_name"] == "Custom name"
+    assert (event["e_c"], event["e_a"], event["e_n"]) == ("shop", "view", "item")
+    assert page["pv_id"] == event["pv_id"]
+
+
+def test_errors_are_tracked_as_500_and_reraised(
+    matomo: dict[str, Any], collector: Collector
+) -> None:
+    with pytest.raises(RuntimeError, match="secret failure detail"):
+        Client().get("/boom/")
+    assert Client(raise_request_exception=False).get("/boom/").status_code == 500
+    first, second = collector.hits
+    assert first["dimension1"] == second["dimension1"] == "500"
+    assert all("secret" not in v for hit in (first, second) for v in hit.params.values())
+
+
+def test_streamed_and_file_responses_are_counted(
+    matomo: dict[str, Any], collector: Collector
+) -> None:
+    client = Client()
+    stream = client.get("/stream/")
+    assert collector.hits == []  # the stream is not sent yet
+    assert b"".join(stream.streaming_content) == b"x" * 1000  # type: ignore[attr-defined]
+    stream.close()
+    download = client.get("/download/")
+    assert b"".join(download.streaming_content) == DATA_FILE.read_bytes()  # type: ignore[attr-defined]
+    download.close()
+    streamed, files = collector.hits
+    assert (streamed["action_name"], streamed["dimension3"]) == ("/stream/", "1000")
+    assert files["dimension3"] == str(DATA_FILE.stat().st_size)
+
+
+def test_ignore_html_and_ignore_paths(matomo: dict[str, Any], collector: Collector) -> None:
+    with override_settings(
+        MATOMO_API_TRACKING={**matomo, "ignore_html": True, "ignore_paths": ["/event/"]}
+    ):
+        client = Client()
+        client.get("/html/")
+        client.get("/event/")
+        client.get("/items/1/")
+    [hit] = collector.hits
+    assert hit["action_name"] == "/items/<int:pk>/"
+
+
+# -- settings --------------------------------------------------------------------------
+def _middleware() -> MatomoMiddleware:
+    return MatomoMiddleware(lambda request: HttpResponse("ok"))
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ({"url": "not a url", "site_id": 1}, "url"),
+        ({"url": COLLECTOR_URL, "site_id": 0}, "site_id"),
+        ({"url": COLLECTOR_URL, "site_id": "one"}, "site_id"),
+        ({"url": COLLECTOR_URL, "ignore_paths": ["no-slash"]}, "ignore_paths"),
+        ({"url": COLLECTOR_URL, "sample_rat": 0.5}, "sample_rat"),
+        ({"site_id": 1}, "url"),
+        ({"url": COLLECTOR_URL, "dispatcher": "no.such.module.thing"}, "dispatcher"),
+        ({"url": COLLECTOR_URL, "dispatcher": 42}, "dispatcher"),
+        ({"url": COLLECTOR_URL, "http_client": "x"}, "http_client"),
+        ("https://matomo.example.org", "MATOMO_API_TRACKING"),
+        (None, "MATOMO_API_TRACKING"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_invalid_settings_are_improperly_configured_at_startup(value: Any, named: str) -> None:
+    with (
+        override_settings(MATOMO_API_TRACKING=value),
+        pytest.raises(ImproperlyConfigured, match=named),
+    ):
+        _middleware()
+
+
+def test_the_token_is_masked_in_setting_errors() -> None:
+    token = "sentinel0token0auth0c0ffee0d00d0"
+    with (
+        override_settings(
+            MATOMO_API_TRACKING={"url": COLLECTOR_URL, "token_auth": token, "site_id": -1}
+        ),
+        pytest.raises(ImproperlyConfigured) as raised,
+    ):
+        _middleware()
+    assert token not in str(raised.value)
+
+
+def test_the_older_apps_settings_work_and_its_other_keys_warn(
+    matomo: dict[str, Any], collector: Collector
+) -> None:
+    legacy = {
+        **matomo,
+        "url": COLLECTOR_URL + "/matomo.php",
+        "site_id": "1",
+        "timeout": 8,
+        "ignore_html": False,
+        "backend": "matomo_api_tracking.backends.celery.CeleryTrackingBackend",
+        "redis_url": "redis://localhost:6379/0",
+        "redis_key": "matomo_events",
+        "ignore_path": "/event/",
+    }
+    with override_settings(MATOMO_API_TRACKING=legacy, CUSTOM_UIP_HEADER="HTTP_X_REAL_IP"):
+        with pytest.warns(UserWarning, match="MATOMO_API_TRACKING") as warned:
+            middleware = _middleware()
+        messages = " ".join(str(w.message) for w in warned)
+        for key in ("'backend'", "'redis_url'", "'redis_key'", "'ignore_path'", "CUSTOM_UIP"):
+            assert key in messages
+        assert "dispatcher" in messages  # what replaces 'backend'
+        assert "trusted_proxies" in messages  # what replaces CUSTOM_UIP_HEADER
+        assert middleware.config.site_id == 1
+        assert middleware.config.ignore_paths == ("/event",)
+        assert middleware.config.timeout == 8
+        client = Client()
+        with pytest.warns(UserWarning, match="MATOMO_API_TRACKING"):
+            client.get("/event/")  # the middleware is made on the first request
+        client.get("/items/3/")
+    [hit] = collector.hits
+    assert hit["action_name"] == "/items/<int:pk>/"
+
+
+def test_a_dispatcher_by_dotted_path_and_the_template_tags_key(collector: Collector) -> None:
+    with override_settings(
+        MATOMO_API_TRACKING={
+            "url": COLLECTOR_URL,
+            "js_url": "https://matomo.example.org",  # read by {% matomo_tracking_code %}
+            "dispatcher": "tests.wsgi.test_django.SHARED_DISPATCHER",
+        }
+    ):
+        assert _middleware().dispatcher is SHARED_DISPATCHER
+
+
+SHARED_DISPATCHER = RecordingDispatcher()
+
+
+def test_authenticated_user_id() -> None:
+    class User:
+        def __init__(self, pk: int, authenticated: bool) -> None:
+            self.pk, self.is_authenticated = pk, authenticated
+
+    class Request:
+        def __init__(self, user: object) -> None:
+            self.user = user
+
+    def view(source: object) -> RequestView:
+        return RequestView("GET", "http", "/", "/", "", {}, source=source)
+
+    assert authenticated_user_id(view(Request(User(7, True)))) == "7"
+    assert authenticated_user_id(view(Request(User(7, False)))) is None
+    assert authenticated_user_id(view(object())) is None
+
+
+def test_the_request_is_the_views_source() -> None:
+    dispatcher = RecordingDispatcher()
+    sources: list[object] = []
+
+    def user_id(view: RequestView) -> str | None:
+        sources.append(view.source)
+        return None
+
+    with override_settings(
+        MATOMO_API_TRACKING={"url": COLLECTOR_URL, "dispatcher": dispatcher, "user_id": user_id}
+    ):
+        Client().get("/items/1/")
+    assert isinstance(sources[0], HttpRequest)
+
+
+# -- async ------------------------------------------------------------------------------
+def test_async_django_runs_on_the_event_loop() -> None:
+    dispatcher = RecordingDispatcher()
+
+    async def get_response(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("ok")
+
+    with override_settings(MATOMO_API_TRACKING={"url": COLLECTOR_URL, "dispatcher": dispatcher}):
+        middleware = MatomoMiddleware(get_response)
+        sync = MatomoMiddleware(lambda request: HttpResponse("ok"))
+        assert iscoroutinefunction(middleware)
+        assert not iscoroutinefunction(sync)
+
+        async def run() -> list[dict[str, Any]]:
+            client = AsyncClient()
+            assert (await client.get("/async-items/5/")).json()["pk"] == 5
+            response = await client.get("/async-stream/")
+            assert dispatcher.hits[1:] == []  # sent once the stream is consumed
+            chunks = [chunk async for chunk in response.streaming_content]  # type: ignore[attr-defined]
+            assert b"".join(chunks) == b"y" * 200
+            return dispatcher.calls
+
+        loop_thread = threading.get_ident()
+        calls = asyncio.run(run())
+    # No thread hop: the middleware ran, and submitted, on the event loop's thread.
+    assert calls[0] == {"thread": loop_thread, "on_loop": True}
+    page, streamed = (dict(hit.params) for hit in dispatcher.hits)
+    assert page["action_name"] == "/async-items/<int:pk>/"
+    assert streamed["action_name"] == "/async-stream/"
+
+
+# -- stacked with the WSGI middleware -------------------------------------------------------
+def test_the_wsgi_middleware_around_django(matomo: dict[str, Any], collector: Collector) -> None:
+    from django.core.handlers.wsgi import WSGIHandler
+
+    outer = RecordingDispatcher()
+    inner = RecordingDispatcher()
+    with override_settings(MATOMO_API_TRACKING={"url": COLLECTOR_URL, "dispatcher": inner}):
+        app = WSGIMiddleware(WSGIHandler(), url=COLLECTOR_URL, dispatcher=outer)
+        with client_for(app) as client:
+            assert client.get("/items/9/").json()["pk"] == 9
+
+    class StaticFiles:  # a wrapper in the way WhiteNoise wraps Django
+        def __init__(self, application: Any) -> None:
+            self.application = application
+
+        def __call__(self, environ: Any, start_response: Any) -> Any:
+            return self.application(environ, start_response)
+
+    with override_settings(MIDDLEWARE=[]):
+        bare = WSGIMiddleware(StaticFiles(WSGIHandler()), url=COLLECTOR_URL, dispatcher=outer)
+        with client_for(bare) as client:
+            client.get("/items/10/")
+            client.get("/nowhere/")
+    assert inner.hits == []  # the outer (WSGI) middleware tracked
+    actions = [hit.params["action_name"] for hit in outer.hits]
+    # Without the Django middleware, the route comes from Django's resolver.
+    assert actions == ["/items/<int:pk>/", "/items/<int:pk>/", "/nowhere/"]
+
+
+def test_get_context_from_a_django_request() -> None:
+    request = HttpRequest()
+    assert isinstance(get_context(request), type(get_context({})))
+    context = get_context({})
+    request.META["matomo"] = context
+    assert get_context(request) is context
