@@ -90,7 +90,7 @@ class TrackingConfig:
     ignore_html: bool = False
     ignore_status_codes: frozenset[int] = frozenset()
     ignore_user_agents: tuple[str, ...] = ()
-    ignore_bots: bool = False
+    ignore_bots: bool | frozenset[str] = False
     sample_rate: float = 1.0
     # origin
     trusted_proxies: tuple[str, ...] = ()
@@ -161,9 +161,10 @@ class TrackingConfig:
             "redact_query_params",
             frozenset(p.lower() for p in _strs("redact_query_params", self.redact_query_params)),
         )
-        for key in ("ignore_html", "ignore_bots", "respect_dnt", "respect_gpc", "sync_mode"):
+        for key in ("ignore_html", "respect_dnt", "respect_gpc", "sync_mode"):
             if not isinstance(getattr(self, key), bool):
                 raise _fail(key, getattr(self, key), "True or False")
+        object.__setattr__(self, "ignore_bots", _bot_categories(self.ignore_bots))
         rate = self.sample_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
             raise _fail("sample_rate", rate, "a number from 0 to 1")
@@ -221,6 +222,21 @@ class TrackingConfig:
         if "url" not in kwargs:
             raise ValueError("url is required: the Matomo base URL or its matomo.php endpoint")
         return cls(**kwargs)  # validation converts iterables and names any bad key
+
+
+_BOT_CATEGORIES = frozenset({"ai", "search", "preview", "monitor", "seo", "library", "other"})
+
+
+def _bot_categories(value: object) -> bool | frozenset[str]:
+    if isinstance(value, bool):
+        return value
+    accepted = "True, False, or bot categories to skip: " + ", ".join(sorted(_BOT_CATEGORIES))
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise _fail("ignore_bots", value, accepted)
+    categories = frozenset(value)
+    if not categories <= _BOT_CATEGORIES:
+        raise _fail("ignore_bots", value, accepted)
+    return categories
 
 
 def _positive_int(value: object) -> bool:
@@ -306,7 +322,7 @@ class TrackingOptions(TypedDict, total=False):
     ignore_html: bool
     ignore_status_codes: Iterable[int]
     ignore_user_agents: Iterable[str]
-    ignore_bots: bool
+    ignore_bots: bool | Iterable[str]
     sample_rate: float
     trusted_proxies: Iterable[str]
     allowed_hosts: Iterable[str]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from matomo_tracking.bots import is_bot
+from matomo_tracking.bots import classify_user_agent, is_bot
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.request import RequestView, ResponseView
 
@@ -72,8 +72,12 @@ class Filters:
             agent = headers.get("user-agent", "")
             if self._agents is not None and self._agents.search(agent):
                 return "user_agent"
-            if self._bots and is_bot(agent):
+            if self._bots is True and is_bot(agent):
                 return "bot"
+            if isinstance(self._bots, frozenset):
+                bot = classify_user_agent(agent)
+                if bot is not None and bot.category in self._bots:
+                    return "bot"
         if self._dnt and headers.get("dnt", "").strip() == "1":
             return "dnt"
         if self._gpc and headers.get("sec-gpc", "").strip() == "1":
