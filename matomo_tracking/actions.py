@@ -182,10 +182,11 @@ def _items(items: Iterable[EcommerceItem | Mapping[str, object]]) -> str:
     rows: list[list[object]] = []
     for item in items:
         if isinstance(item, Mapping):
+            fields = dict(item)
             try:
-                item = EcommerceItem(**item)  # type: ignore[arg-type]
+                item = EcommerceItem(**fields)  # type: ignore[arg-type]
             except TypeError as exc:  # a key EcommerceItem does not have
-                raise ValueError(f"items: {dict(item)!r} is invalid: {exc}") from None
+                raise ValueError(f"items: {fields!r} is invalid: {exc}") from None
         if not isinstance(item, EcommerceItem):
             raise ValueError(f"items: {item!r} is invalid: expected an EcommerceItem or a mapping")
         rows.append(item.as_list())

@@ -15,11 +15,15 @@ from matomo_tracking.delivery import DispatchStats
 from matomo_wsgi.context import get_context
 from matomo_wsgi.dispatcher import ThreadDispatcher
 from matomo_wsgi.middleware import MatomoMiddleware
+from matomo_wsgi.tracker import Tracker
+from matomo_tracking.actions import EcommerceItem
 
 __all__ = [
     "DispatchStats",
+    "EcommerceItem",
     "MatomoMiddleware",
     "ThreadDispatcher",
+    "Tracker",
     "TrackingContext",
     "get_context",
 ]

@@ -66,3 +66,21 @@ def test_async_tracker_delivers_every_kind_of_hit() -> None:
     assert [h.get("uid") for h in hits] == ["cron"] * 12
     assert hits[0]["action_name"] == "Nightly job"
     assert hits[-1]["ping"] == "1"
+
+
+@pytest.mark.e2e
+def test_sync_tracker_in_a_script_and_inline() -> None:
+    from matomo_wsgi import Tracker
+
+    with CollectorServer() as matomo:
+        with Tracker(url=matomo.base_url, batch_max_age=0.05) as tracker:
+            tracker.set(url="https://jobs.example/import", visitor_id="00000000000000aa")
+            tracker.track_page_view("Import")
+            tracker.track_event("import", "rows", value=120)
+            assert tracker.flush(5)
+        inline = Tracker(url=matomo.base_url, sync_mode=True)
+        assert inline.track_goal(2, url="https://jobs.example/import")
+        assert len(matomo.collector.hits) == 3  # sent before track_goal returned
+        inline.close()
+    assert [h.get("cid") for h in matomo.collector.hits[:2]] == ["00000000000000aa"] * 2
+    assert matomo.collector.hits[2]["idgoal"] == "2"

@@ -16,8 +16,10 @@ from tests.servers import ROOT
 def test_the_public_names() -> None:
     assert sorted(matomo_wsgi.__all__) == [
         "DispatchStats",
+        "EcommerceItem",
         "MatomoMiddleware",
         "ThreadDispatcher",
+        "Tracker",
         "TrackingContext",
         "get_context",
     ]

@@ -1,0 +1,73 @@
+"""``Tracker``: the standalone tracker for code outside requests (jobs, CLIs, Celery tasks)."""
+
+from __future__ import annotations
+
+import random
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from matomo_tracking.config import TrackingConfig
+from matomo_tracking.delivery import DispatchStats
+from matomo_tracking.dispatcher import Dispatcher
+from matomo_tracking.hits import Hit
+from matomo_tracking.tracker import BaseTracker
+from matomo_wsgi.dispatcher import ThreadDispatcher
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from matomo_tracking.config import TrackingOptions
+
+__all__ = ["Tracker"]
+
+
+class Tracker(BaseTracker):
+    """Track page views, events, goals, ecommerce and more from any Python code.
+
+    ``Tracker(url=..., site_id=..., token_auth=...)`` takes the middleware's keyword arguments.
+    Each ``track_*`` call builds a hit and queues it without blocking (returns False if it
+    was dropped); a background thread delivers in bulk batches. With ``sync_mode=True`` each
+    call sends inline instead (scripts, serverless). ``close()`` (or ``with``) delivers what
+    is left; it also runs at interpreter exit.
+    """
+
+    def __init__(
+        self,
+        *,
+        http_client: httpx.Client | None = None,
+        dispatcher: Dispatcher | None = None,
+        **options: Unpack[TrackingOptions],
+    ) -> None:
+        config = TrackingConfig.from_kwargs(options)
+        super().__init__(config, clock=time.time, rng=random.Random())
+        self._dispatcher: Dispatcher = (
+            dispatcher if dispatcher is not None else ThreadDispatcher(config, http_client=http_client)
+        )
+
+    def _submit(self, hit: Hit) -> bool:
+        return self._dispatcher.submit(hit)
+
+    def stats(self) -> DispatchStats:
+        """What was queued, sent, retried and dropped."""
+        return self._dispatcher.stats()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued hit is delivered (or ``timeout`` passes)."""
+        flush: Any = getattr(self._dispatcher, "flush", None)
+        return bool(flush(timeout)) if flush is not None else True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Deliver what is queued (within ``timeout``, default ``shutdown_timeout``) and stop."""
+        close: Any = getattr(self._dispatcher, "close", None)
+        return bool(close(timeout)) if close is not None else True
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
