@@ -68,7 +68,10 @@ def _table(collector: Collector) -> str:
             )
         )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -109,7 +112,8 @@ def main() -> int:
     print(f"demo app on {base}, tracking into {url}")
 
     headers = {
-        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36",
+        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 "
+        "Safari/537.36",
         "Accept-Language": "en-GB,en;q=0.8",
     }
     with httpx.Client(base_url=base, headers=headers) as client:

@@ -1,5 +1,6 @@
-"""Django in one file, tracked by settings: `MATOMO_URL=... gunicorn examples.django_app:application`
-(WSGI) or `uvicorn examples.django_app:asgi_application` (ASGI)."""
+"""Django in one file, tracked by settings:
+`MATOMO_URL=... gunicorn examples.django_app:application` (WSGI) or
+`MATOMO_URL=... uvicorn examples.django_app:asgi_application` (ASGI)."""
 
 import os
 

@@ -66,10 +66,14 @@ def check(
     token_auth: str | None = None,
     *,
     timeout: float = 10.0,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     client: httpx.Client | None = None,
 ) -> int:
-    """Send one test hit in bulk form and explain the outcome; 0 only if Matomo confirmed it."""
+    """Send one test hit in bulk form and explain the outcome; 0 only if Matomo confirmed it.
+
+    The explanation goes to ``out`` (default: the current ``sys.stdout``)."""
+    if out is None:
+        out = sys.stdout  # looked up per call, so redirect_stdout and pytest's capsys work
     try:
         config = TrackingConfig(url=url, site_id=site_id, token_auth=token_auth, timeout=timeout)
     except ValueError as exc:
@@ -86,6 +90,10 @@ def check(
         "action_name": "matomo-middleware check",
         "ua": "matomo-middleware-check",
     }
+    if token_auth:
+        # cip needs a valid token: Matomo rejects the hit otherwise, so "token accepted" is
+        # confirmed by Matomo rather than assumed (192.0.2.1 is a documentation address).
+        params["cip"] = "192.0.2.1"
     body = bulk_body([encode_hit(Hit(params, now))], token_auth=config.token_auth, now=now)
     print(f"Sending one test hit for site {site_id} to {endpoint}", file=out)
     own = client is None
@@ -135,9 +143,14 @@ def check(
     if invalid:
         print(
             "Matomo answered: the hit is invalid.\n"
-            f"  Likely causes: site id {site_id} does not exist (or the token's user cannot write to "
-            "it), or a parameter that needs token_auth was sent without a valid one.\n"
-            "  What to do: check the site id under Administration > Websites > Manage, and the "
+            f"  Likely causes: site id {site_id} does not exist"
+            + (
+                ", or the token is not valid or its user cannot write to the site (with a "
+                "token, the check sends a visitor IP: Matomo accepts it only with a valid token).\n"
+                if token_auth
+                else ", or a parameter that needs token_auth was sent without a valid one.\n"
+            )
+            + "  What to do: check the site id under Administration > Websites > Manage, and the "
             "token under Personal > Security; Diagnostics > Tracking failures tells the reason.",
             file=out,
         )
@@ -177,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     chk = commands.add_parser("check", help="send one test hit and explain the outcome")
     chk.add_argument("--url", default=os.environ.get("MATOMO_URL"), help="Matomo base URL or its matomo.php (env MATOMO_URL)")
-    chk.add_argument("--site-id", type=int, default=int(os.environ.get("MATOMO_SITE_ID", "1")), help="site id (env MATOMO_SITE_ID)")
+    chk.add_argument("--site-id", type=int, default=os.environ.get("MATOMO_SITE_ID", "1"), help="site id (env MATOMO_SITE_ID)")
     chk.add_argument("--token-auth", default=None, help="token (prefer env MATOMO_TOKEN_AUTH: arguments are visible to other users)")
     chk.add_argument("--timeout", type=float, default=10.0)
     col = commands.add_parser("collector", help="run the embedded collector for local development")
