@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import random
 import threading
@@ -83,7 +82,6 @@ class AsyncioDispatcher:
         self._progress: asyncio.Event | None = None
         self._closed = False
         self._abandoning = False
-        self._last_full_warning = -math.inf
 
     def __repr__(self) -> str:
         return f"AsyncioDispatcher(endpoint={self._endpoint!r}, queued={len(self._queue)})"
@@ -125,9 +123,7 @@ class AsyncioDispatcher:
         return True
 
     def _warn_full(self) -> None:
-        now = time.monotonic()
-        if now - self._last_full_warning >= _WARN_EVERY:
-            self._last_full_warning = now
+        if self._budget.warning_due(time.monotonic(), _WARN_EVERY):
             logger.warning(
                 "matomo: the queue is full (%d hits, %d bytes); dropping new hits until Matomo "
                 "catches up (see stats().dropped['queue_full'])",

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 if TYPE_CHECKING:
     from typing_extensions import Required
@@ -67,8 +67,8 @@ def endpoint_url(url: str) -> str:
     return base + "matomo.php"
 
 
-def _fail(key: str, value: object, accepted: str) -> ValueError:
-    shown = "'***'" if key in ("token_auth", "visitor_salt") else repr(value)
+def _fail(key: str, value: object, accepted: str, *, hidden: bool = False) -> ValueError:
+    shown = "'***'" if hidden or key in ("token_auth", "visitor_salt") else repr(value)
     return ValueError(f"{key}={shown} is invalid: expected {accepted}")
 
 
@@ -102,6 +102,7 @@ class TrackingConfig:
     respect_gpc: bool = False
     anonymize_ip: int = 0
     redact_query_params: frozenset[str] = DEFAULT_REDACTED_QUERY_PARAMS
+    redact_query: Callable[[str], bool] | None = None
     # content of the hit
     dimensions: Mapping[int, str] = field(default_factory=dict)
     status_dimension: int | None = None
@@ -187,6 +188,12 @@ class TrackingConfig:
             value = getattr(self, key)
             if value is not None and not callable(value):
                 raise _fail(key, value, "a callable of the request view, or None")
+        if self.redact_query is not None and not callable(self.redact_query):
+            raise _fail(
+                "redact_query",
+                self.redact_query,
+                "a callable of a parameter name returning a bool, or None",
+            )
         for key in ("batch_max_hits", "batch_max_bytes", "queue_max_hits", "queue_max_bytes"):
             if not _positive_int(getattr(self, key)):
                 raise _fail(key, getattr(self, key), "a positive int")
@@ -251,6 +258,10 @@ def _check_url(key: str, value: object) -> None:
         raise _fail(key, value, "an http:// or https:// URL with a host")
     if any(c.isspace() or ord(c) < 32 for c in value):
         raise _fail(key, value, "a URL without whitespace or control characters")
+    names = (name for name, _ in parse_qsl(parts.query, keep_blank_values=True))
+    if any(name.strip().lower() == "token_auth" for name in names):
+        # A token in a URL travels in every request line and lands in access logs.
+        raise _fail(key, value, "a URL without token_auth: pass it as token_auth=...", hidden=True)
 
 
 def _strs(key: str, values: object) -> tuple[str, ...]:
@@ -332,6 +343,7 @@ class TrackingOptions(TypedDict, total=False):
     respect_gpc: bool
     anonymize_ip: int
     redact_query_params: Iterable[str]
+    redact_query: Callable[[str], bool] | None
     dimensions: Mapping[int, str]
     status_dimension: int | None
     method_dimension: int | None

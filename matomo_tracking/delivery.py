@@ -70,7 +70,9 @@ class StatsRecorder:
     update it from their single worker, or under their own lock)."""
 
     __slots__ = (
+        "_failing",
         "_secret",
+        "_unconfirmed_logged",
         "batches",
         "dropped",
         "failed",
@@ -95,13 +97,42 @@ class StatsRecorder:
         self.batches = 0
         self.dropped: Counter[str] = Counter()
         self.last_error: str | None = None
+        self._failing: str | None = None  # the kind of the error logged last, until a success
+        self._unconfirmed_logged = False
 
-    def error(self, message: str) -> None:
-        """Record (and log at WARNING) an error, with the token masked if it slipped in."""
+    def error(self, message: str, *, kind: str | None = None) -> None:
+        """Record an error as ``last_error`` (the token masked if it slipped in) and log it at
+        WARNING; an error of the same ``kind`` as the one before it (the same outage, the same
+        refusal batch after batch) is logged at DEBUG only, until ``recovered()``."""
         if self._secret:
             message = message.replace(self._secret, "***")
         self.last_error = message
-        logger.warning("matomo: %s", message)
+        if kind is not None and kind == self._failing:
+            logger.debug("matomo: %s", message)
+        else:
+            logger.warning("matomo: %s", message)
+        self._failing = kind
+
+    def recovered(self) -> None:
+        """Matomo accepted a batch: the next error is logged at WARNING again."""
+        if self._failing is not None:
+            self._failing = None
+            logger.info("matomo: Matomo accepts hits again")
+
+    def unconfirmed_hits(self, count: int, sent: int) -> None:
+        """Count ``count`` of ``sent`` hits that a 2xx answer did not confirm (never resent);
+        explained once at INFO, then logged at DEBUG."""
+        self.unconfirmed += count
+        message = (
+            "matomo: Matomo's answer confirmed %d of %d hit(s) (not resent; a Matomo with "
+            "QueuedTracking, or a proxy answering for it, gives no counts; see "
+            "stats().unconfirmed)"
+        )
+        if self._unconfirmed_logged:
+            logger.debug(message, sent - count, sent)
+        else:
+            self._unconfirmed_logged = True
+            logger.info(message, sent - count, sent)
 
     def drop(self, reason: str, count: int = 1) -> None:
         """Count ``count`` hits dropped for ``reason``."""
@@ -124,15 +155,25 @@ class StatsRecorder:
 
 
 class QueueBudget:
-    """Accounting of what waits to be sent, capped by hits and bytes."""
+    """Accounting of what waits to be sent (queued, or in a batch being delivered or retried),
+    capped by hits and bytes."""
 
-    __slots__ = ("bytes", "hits", "max_bytes", "max_hits")
+    __slots__ = ("_warned_at", "bytes", "hits", "max_bytes", "max_hits")
 
     def __init__(self, max_hits: int, max_bytes: int) -> None:
         self.max_hits = max_hits
         self.max_bytes = max_bytes
         self.hits = 0
         self.bytes = 0
+        self._warned_at: float | None = None
+
+    def warning_due(self, now: float, interval: float = 60.0) -> bool:
+        """Whether a "queue full" warning may be logged now (``now``: a monotonic clock), at
+        most one per ``interval`` seconds."""
+        if self._warned_at is not None and now - self._warned_at < interval:
+            return False
+        self._warned_at = now
+        return True
 
     def admit(self, size: int) -> bool:
         """Reserve room for one hit of ``size`` bytes; False when the queue is full."""
@@ -198,7 +239,7 @@ class Answer:
 class Send:
     """Step: POST ``body`` to the endpoint."""
 
-    body: bytes
+    body: bytes = field(repr=False)  # it holds token_auth
     count: int
 
 
@@ -214,7 +255,9 @@ class BatchDelivery:
 
     Loop: ``step = d.next_step(now, draw)``; a ``Send`` is POSTed and answered with
     ``d.answered(...)`` or ``d.failed(...)``; a ``Sleep`` is waited; None means done.
-    ``abandon(reason)`` gives up what is left (shutdown deadline).
+    ``abandon(reason)`` gives up what is left (shutdown deadline). A dispatcher that waits
+    elsewhere (Celery's retry countdown) calls ``suspend()`` at a ``Sleep`` and ``resume()``
+    once the wait is over, possibly in another process.
     """
 
     __slots__ = (
@@ -227,7 +270,9 @@ class BatchDelivery:
         "_stats",
     )
 
-    def __init__(self, hits: list[EncodedHit], config: TrackingConfig, stats: StatsRecorder) -> None:
+    def __init__(
+        self, hits: list[EncodedHit], config: TrackingConfig, stats: StatsRecorder
+    ) -> None:
         self._config = config
         self._stats = stats
         self._pending: list[list[EncodedHit]] = [hits] if hits else []
@@ -235,6 +280,30 @@ class BatchDelivery:
         self._attempt = 0
         self._retry_after: float | None = None
         self._sleep_due = False
+
+    @classmethod
+    def resume(
+        cls,
+        batches: list[list[EncodedHit]],
+        attempt: int,
+        config: TrackingConfig,
+        stats: StatsRecorder,
+    ) -> BatchDelivery:
+        """Continue a delivery suspended at a ``Sleep`` (``suspend()``) once the wait is over:
+        the first step sends again, and the next backoff follows from ``attempt``."""
+        delivery = cls([], config, stats)
+        delivery._pending = [list(b) for b in batches if b]
+        delivery._attempt = max(0, attempt)
+        return delivery
+
+    def suspend(self) -> tuple[list[list[EncodedHit]], int]:
+        """Right after a ``Sleep`` step: hand back what is left (in batches, as split so far)
+        and the attempt count, for ``resume()`` after the wait; this delivery is then empty."""
+        if self._in_flight is not None:
+            raise RuntimeError("answer the previous Send first")
+        batches, self._pending = self._pending, []
+        self._sleep_due = False
+        return batches, self._attempt
 
     @property
     def remaining(self) -> int:
@@ -276,7 +345,8 @@ class BatchDelivery:
             self._stats.drop("too_old", dropped)
             self._stats.error(
                 f"dropped {dropped} hit(s) older than {limit:.0f} s: Matomo refuses hits "
-                "older than 24 h without token_auth"
+                "older than 24 h without token_auth",
+                kind="too_old",
             )
         return fresh
 
@@ -288,7 +358,7 @@ class BatchDelivery:
         self._pending.pop(0)
         return batch
 
-    def _retry(self, reason: str, retry_after: float | None = None) -> None:
+    def _retry(self, reason: str, retry_after: float | None = None, *, kind: str) -> None:
         batch = self._in_flight
         if batch is None:
             raise RuntimeError("no Send in flight")
@@ -297,7 +367,9 @@ class BatchDelivery:
         self._retry_after = retry_after
         self._sleep_due = True
         self._stats.retried += 1
-        self._stats.error(f"{reason}; retrying {len(batch)} hit(s) (attempt {self._attempt + 1})")
+        self._stats.error(
+            f"{reason}; retrying {len(batch)} hit(s) (attempt {self._attempt + 1})", kind=kind
+        )
 
     def answered(self, answer: Answer, now: float) -> None:
         """Matomo answered the last ``Send`` with an HTTP status."""
@@ -307,28 +379,35 @@ class BatchDelivery:
             self._attempt = 0
             self._stats.batches += 1
             self._stats.sent += len(batch)
+            self._stats.recovered()
             tracked, invalid = _bulk_counts(answer.body)
             if invalid:
                 self._stats.invalid += invalid
                 self._stats.error(
                     f"Matomo counted {invalid} of {len(batch)} hit(s) invalid (wrong site id, a "
                     "parameter that needs token_auth, or a malformed value); see Diagnostics > "
-                    "Tracking failures in Matomo"
+                    "Tracking failures in Matomo",
+                    kind="invalid",
                 )
             confirmed = (tracked or 0) + (invalid or 0)
             if tracked is None or confirmed < len(batch):
-                self._stats.unconfirmed += len(batch) - confirmed
+                self._stats.unconfirmed_hits(len(batch) - confirmed, len(batch))
             return
         if status in (408, 429) or status >= 500:
             self._retry(
-                f"Matomo answered HTTP {status}", parse_retry_after(answer.retry_after, now)
+                f"Matomo answered HTTP {status}",
+                parse_retry_after(answer.retry_after, now),
+                kind=f"status:{status}",
             )
             return
         if status == 413:
             batch = self._done()
             if len(batch) == 1:
                 self._stats.drop("too_large")
-                self._stats.error("Matomo refused a single hit as too large (HTTP 413); dropped")
+                self._stats.error(
+                    "Matomo refused a single hit as too large (HTTP 413); dropped",
+                    kind="too_large",
+                )
             else:
                 half = len(batch) // 2
                 self._pending[0:0] = [batch[:half], batch[half:]]
@@ -336,7 +415,9 @@ class BatchDelivery:
             return
         batch = self._done()
         self._stats.failed += len(batch)
-        self._stats.error(_explain_refusal(status, answer.location, len(batch)))
+        self._stats.error(
+            _explain_refusal(status, answer.location, len(batch)), kind=f"refused:{status}"
+        )
 
     def failed(self, error: TransportError, detail: str, now: float) -> None:
         """The last ``Send`` got no HTTP answer (connection refused, timeout, ...)."""
@@ -345,7 +426,7 @@ class BatchDelivery:
             raise RuntimeError("no Send in flight")
         if error is TransportError.TIMEOUT:
             self._stats.possible_duplicates += len(batch)
-        self._retry(f"could not reach Matomo ({error.value}: {detail})")
+        self._retry(f"could not reach Matomo ({error.value}: {detail})", kind=error.value)
 
     def take_remaining(self) -> list[EncodedHit]:
         """Stop and hand back every hit not yet delivered or given up on, in order, uncounted

@@ -32,7 +32,8 @@ MAX_HEADER_CHARS = 1024
 MAX_EVENT_CHARS = 1024
 MAX_PF_MS = 16_777_215
 
-_CONTROL = dict.fromkeys(range(32)) | {127: None}
+# C0 and C1 control characters (Unicode category Cc).
+_CONTROL = dict.fromkeys([*range(32), *range(127, 160)])
 
 
 def truncate_bytes(value: str, limit: int) -> str:
@@ -46,7 +47,7 @@ def truncate_bytes(value: str, limit: int) -> str:
 
 
 _TRAILING_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+$")
-_HALF_ESCAPE = re.compile(r"%[0-9A-Fa-f]?$")
+_HALF_ESCAPE = re.compile(r"(?:%[0-9A-Fa-f]?)+$")  # "%%" too: a literal "%" is no escape
 
 
 def truncate_url(value: str, limit: int) -> str:
@@ -62,7 +63,7 @@ def truncate_url(value: str, limit: int) -> str:
         decoder.decode(unquote_to_bytes(escapes.group()))
         pending = len(decoder.getstate()[0])  # bytes of an unfinished character
         if pending:
-            cut = cut[: len(cut) - 3 * pending]
+            cut = _HALF_ESCAPE.sub("", cut[: len(cut) - 3 * pending])
     return cut
 
 

@@ -21,16 +21,27 @@ def path_is_ignored(path: str, prefixes: tuple[str, ...]) -> bool:
     return False
 
 
+def _signal(value: str | None) -> bool:
+    """Whether a privacy header (``DNT``, ``X-Do-Not-Track``, ``Sec-GPC``) says "1"; a
+    repeated header arrives joined with commas, and any "1" in it counts."""
+    if not value:
+        return False
+    return any(item.strip() == "1" for item in value.split(","))
+
+
 class Filters:
     """The compiled filters of one configuration."""
 
     __slots__ = (
         "_agents",
         "_bots",
+        "_every_path",
+        "_exact_paths",
         "_gpc",
         "_html",
         "_dnt",
         "_methods",
+        "_path_heads",
         "_paths",
         "_patterns",
         "_sample",
@@ -39,6 +50,10 @@ class Filters:
 
     def __init__(self, config: TrackingConfig) -> None:
         self._paths = config.ignore_paths
+        # path_is_ignored() as one set lookup and one startswith() of a tuple.
+        self._every_path = "/" in self._paths
+        self._exact_paths = frozenset(self._paths)
+        self._path_heads = tuple(p + "/" for p in self._paths)
         self._patterns = (
             re.compile("|".join(f"(?:{p})" for p in config.ignore_patterns))
             if config.ignore_patterns
@@ -59,7 +74,12 @@ class Filters:
 
     def skip_path(self, method: str, path: str) -> bool:
         """The cheapest check, made before any view is built."""
-        if method in self._methods or path_is_ignored(path, self._paths):
+        if (
+            method in self._methods
+            or self._every_path
+            or path in self._exact_paths
+            or path.startswith(self._path_heads)
+        ):
             return True
         return self._patterns is not None and self._patterns.fullmatch(path) is not None
 
@@ -78,9 +98,9 @@ class Filters:
                 bot = classify_user_agent(agent)
                 if bot is not None and bot.category in self._bots:
                     return "bot"
-        if self._dnt and headers.get("dnt", "").strip() == "1":
+        if self._dnt and (_signal(headers.get("dnt")) or _signal(headers.get("x-do-not-track"))):
             return "dnt"
-        if self._gpc and headers.get("sec-gpc", "").strip() == "1":
+        if self._gpc and _signal(headers.get("sec-gpc")):
             return "gpc"
         if self._sample < 1.0 and sample >= self._sample:
             return "sampled"

@@ -3,12 +3,12 @@ added), every parameter per the Matomo Tracking API reference."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Protocol, TypeVar
 from urllib.parse import unquote_plus
 
@@ -54,6 +54,14 @@ CLIENT_HINT_HEADERS = (
 _BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _SHARED = ("idsite", "rec", "apiv", "url", "ua", "lang", "uadata", "cip", "_id", "cid", "uid")
 _SHARED_BOT = ("bots", "recMode", "source")
+_SHARED_KEYS = (*_SHARED, *_SHARED_BOT, "pv_id")
+# ``uadata`` is a JSON object of strings: written as json.dumps(ensure_ascii=False,
+# separators=(",", ":")) writes it, without building an encoder per request.
+_HINT_KEYS = tuple((name, encode_basestring(name) + ":") for name in CLIENT_HINT_HEADERS)
+# Keyed visitor ids remembered per builder (an HMAC per request is the core's dearest step);
+# agents longer than this are not remembered, so that huge headers cannot fill the memory.
+_VISITOR_CACHE_SIZE = 4096
+_VISITOR_CACHE_MAX_UA = 512
 
 T = TypeVar("T")
 
@@ -78,26 +86,55 @@ class Hit:
 def new_page_view_id(rng: RandomSource) -> str:
     """A fresh 6-character ``[0-9a-zA-Z]`` page-view id."""
     n = rng.getrandbits(36)
-    chars = []
-    for _ in range(6):
-        n, r = divmod(n, 62)
-        chars.append(_BASE62[r])
-    return "".join(chars)
+    digits = _BASE62  # least significant digit first
+    return (
+        digits[n % 62]
+        + digits[n // 62 % 62]
+        + digits[n // 3844 % 62]
+        + digits[n // 238_328 % 62]
+        + digits[n // 14_776_336 % 62]
+        + digits[n // 916_132_832 % 62]
+    )
 
 
-def redact_query(query: str, names: frozenset[str]) -> str:
-    """``query`` with the values of parameters named in ``names`` replaced by ``REDACTED``;
-    every other byte stays exactly as sent."""
-    if not query or not names:
+def redact_query(
+    query: str, names: frozenset[str], redacts: Callable[[str], bool] | None = None
+) -> str:
+    """``query`` with ``REDACTED`` as the value of every parameter whose decoded, trimmed name
+    is in ``names`` once lower-cased, or for which ``redacts(decoded name)`` is true; every other
+    byte (the redacted parameters' names included) stays exactly as sent."""
+    if not query or not (names or redacts):
         return query
     parts = query.split("&")
     changed = False
     for i, part in enumerate(parts):
-        name, sep, _ = part.partition("=")
-        if sep and unquote_plus(name).strip().lower() in names:
-            parts[i] = name + "=REDACTED"
+        raw, sep, _ = part.partition("=")
+        if not sep:
+            continue
+        name = unquote_plus(raw) if "%" in raw or "+" in raw else raw
+        name = name.strip()
+        if name.lower() in names or (redacts is not None and redacts(name)):
+            parts[i] = raw + "=REDACTED"
             changed = True
     return "&".join(parts) if changed else query
+
+
+def redact_url(url: str, names: frozenset[str], redacts: Callable[[str], bool] | None = None) -> str:
+    """``url`` with its query redacted as by ``redact_query``, and its fragment too (a fragment
+    can carry parameters: ``#access_token=...``, ``#/route?token=...``)."""
+    if "?" not in url and "#" not in url:
+        return url
+    base, hash_mark, fragment = url.partition("#")
+    path, question_mark, query = base.partition("?")
+    if question_mark:
+        query = redact_query(query, names, redacts)
+    if hash_mark:
+        route, inner_mark, inner = fragment.partition("?")
+        if inner_mark:
+            fragment = route + inner_mark + redact_query(inner, names, redacts)
+        else:
+            fragment = redact_query(fragment, names, redacts)
+    return path + question_mark + query + hash_mark + fragment
 
 
 class HitBuilder:
@@ -107,7 +144,17 @@ class HitBuilder:
     configured ``visitor_salt`` or, without one, random bytes made once per process.
     """
 
-    __slots__ = ("_day", "_failed_hooks", "_salt", "config", "filters", "proxies")
+    __slots__ = (
+        "_base_prefix",
+        "_day",
+        "_failed_hooks",
+        "_has_dimensions",
+        "_salt",
+        "_visitors",
+        "config",
+        "filters",
+        "proxies",
+    )
 
     def __init__(self, config: TrackingConfig, *, salt: bytes) -> None:
         self.config = config
@@ -116,6 +163,15 @@ class HitBuilder:
         self._salt = salt
         self._day: tuple[int, str] = (-1, "")
         self._failed_hooks: set[str] = set()
+        self._visitors: dict[tuple[str, str, int, str], str] = {}
+        # Derived once: what every request would otherwise recompute.
+        self._base_prefix = config.base_url.rstrip("/") if config.base_url is not None else None
+        self._has_dimensions = bool(
+            config.dimensions
+            or config.status_dimension is not None
+            or config.method_dimension is not None
+            or config.bytes_dimension is not None
+        )
 
     @classmethod
     def for_config(cls, config: TrackingConfig, *, random_salt: bytes) -> HitBuilder:
@@ -164,21 +220,59 @@ class HitBuilder:
             return Origin(origin.client_ip, origin.scheme, config.allowed_hosts[0].lstrip("*."))
         return origin
 
+    def redacts(self, name: str) -> bool:
+        """Whether the ``redact_query`` hook redacts parameter ``name``; True if it raises
+        (a value that cannot be judged is not sent), logged once."""
+        hook = self.config.redact_query
+        if hook is None:
+            return False
+        try:
+            return bool(hook(name))
+        except Exception:
+            if "redact_query" not in self._failed_hooks:
+                self._failed_hooks.add("redact_query")
+                logger.warning(
+                    "matomo: the redact_query hook raised; the parameters it was asked about "
+                    "are redacted",
+                    exc_info=True,
+                )
+            return True
+
+    def redact_url(self, url: str) -> str:
+        """``url`` with the configured query parameters redacted (query and fragment)."""
+        hook = self.redacts if self.config.redact_query is not None else None
+        return redact_url(url, self.config.redact_query_params, hook)
+
     def page_url(self, request: RequestView, origin: Origin) -> str:
         """The absolute URL the client asked for (query redacted, cut to 1024 bytes)."""
-        query = redact_query(request.query_string, self.config.redact_query_params)
-        if self.config.base_url is not None:
-            prefix = self.config.base_url.rstrip("/")
-        else:
+        hook = self.redacts if self.config.redact_query is not None else None
+        query = redact_query(request.query_string, self.config.redact_query_params, hook)
+        prefix = self._base_prefix
+        if prefix is None:
             prefix = f"{origin.scheme}://{origin.host.lower()}"
         url = prefix + request.url_path + ("?" + query if query else "")
         return truncate_url(url, MAX_URL_BYTES)
 
     def _today(self, now: float) -> str:
         day = int(now // 86400)
-        if self._day[0] != day:
-            self._day = (day, time.strftime("%Y-%m-%d", time.gmtime(day * 86400)))
-        return self._day[1]
+        cached = self._day
+        if cached[0] == day:
+            return cached[1]
+        text = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
+        self._day = (day, text)
+        return text
+
+    def _salted_visitor_id(self, client_ip: str, ua: str, site: int, day: str) -> str:
+        """``salted_visitor_id`` with this builder's salt, remembered for repeat visitors."""
+        key = (client_ip, ua, site, day)
+        visitor = self._visitors.get(key)
+        if visitor is None:
+            visitor = salted_visitor_id(self._salt, client_ip, ua, site, day)
+            if len(ua) <= _VISITOR_CACHE_MAX_UA:
+                if len(self._visitors) >= _VISITOR_CACHE_SIZE:
+                    self._visitors.clear()  # atomic, unlike evicting one entry across threads
+                self._visitors[key] = visitor
+        return visitor
 
     def build(
         self,
@@ -210,7 +304,11 @@ class HitBuilder:
             "rand": str(rng.getrandbits(31)),
         }
         url = context.url if context is not None and context.url else None
-        params["url"] = truncate_url(url, MAX_URL_BYTES) if url else self.page_url(request, origin)
+        params["url"] = (
+            truncate_url(self.redact_url(url), MAX_URL_BYTES)
+            if url
+            else self.page_url(request, origin)
+        )
 
         action = context.action_name if context is not None else None
         if action is None and config.action_name is not None:
@@ -226,7 +324,10 @@ class HitBuilder:
         referrer = context.referrer if context is not None and context.referrer else None
         referrer = referrer or headers.get("referer", "")
         if referrer:
-            params["urlref"] = truncate_chars(clean_text(referrer, 4096), MAX_REFERRER_CHARS)
+            # The referrer is often another page of this site, with its own secrets in its
+            # query: redacted like the page URL.
+            referrer = self.redact_url(clean_text(referrer, 4096))
+            params["urlref"] = truncate_chars(referrer, MAX_REFERRER_CHARS)
         if response.ttfb_ms is not None and math.isfinite(response.ttfb_ms):
             pf_srv = max(0, round(response.ttfb_ms))
             if pf_srv <= MAX_PF_MS:
@@ -236,7 +337,8 @@ class HitBuilder:
         uadata = _client_hints(headers)
         if uadata:
             params["uadata"] = uadata
-        self._dimensions(params, request, response, context)
+        if self._has_dimensions or (context is not None and context.dimensions):
+            self._dimensions(params, request, response, context)
         if context is not None:
             if context.page_variables:
                 params["cvar"] = custom_variables_json(context.page_variables, context.max_custom_variables)
@@ -254,7 +356,7 @@ class HitBuilder:
 
         hits = [Hit(params, now)]
         if context is not None and context.extra_hits:
-            shared = {k: params[k] for k in (*_SHARED, *_SHARED_BOT, "pv_id") if k in params}
+            shared = {k: params[k] for k in _SHARED_KEYS if k in params}
             shared["rand"] = params["rand"]
             for extra in context.extra_hits:
                 hit = dict(shared)
@@ -296,7 +398,7 @@ class HitBuilder:
             elif pk_id is not None:
                 params["cid"] = pk_id
             elif client_ip is not None:
-                params["cid"] = salted_visitor_id(self._salt, client_ip, ua, site, self._today(now))
+                params["cid"] = self._salted_visitor_id(client_ip, ua, site, self._today(now))
         user_id = context.user_id if context is not None else None
         if user_id is None and config.user_id is not None:
             hooked = self.call_hook("user_id", config.user_id, request)
@@ -344,7 +446,9 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
 def _client_hints(headers: Mapping[str, str]) -> str | None:
     if "sec-ch-ua" not in headers and "x-requested-with" not in headers:
         return None
-    hints = {
-        name: clean_text(headers[name], 256) for name in CLIENT_HINT_HEADERS if name in headers
-    }
-    return json.dumps(hints, ensure_ascii=False, separators=(",", ":"))
+    members = [
+        key + encode_basestring(clean_text(headers[name], 256))
+        for name, key in _HINT_KEYS
+        if name in headers
+    ]
+    return "{" + ",".join(members) + "}"

@@ -20,8 +20,12 @@ __all__ = ["Origin", "TrustedProxies", "anonymize_ip", "parse_ip"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._:[]")
+# A host as it may appear in a tracked URL: a name or an IPv4 address, or an IPv6 address in
+# brackets, with an optional port. Anything else (``a@evil/x?``, spaces) is refused.
+_HOST = re.compile(r"(?:[A-Za-z0-9_.-]+|\[(?P<v6>[0-9A-Fa-f:.]+)\])(?::(?P<port>[0-9]{1,5}))?")
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+_PEER_CACHE_SIZE = 4096
+_MAX_CACHED_PEER = 64  # "[v6%zone]:port" fits; longer is not an address a server reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,18 @@ def anonymize_ip(address: str, masked_bytes: int) -> str:
 
 
 def _host_is_valid(host: str) -> bool:
-    return 0 < len(host) <= 255 and all(c in _HOST_CHARS for c in host)
+    match = _HOST.fullmatch(host) if 0 < len(host) <= 255 else None
+    if match is None:
+        return False
+    port = match["port"]
+    if port is not None and int(port) > 65535:
+        return False
+    if match["v6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["v6"])
+        except ValueError:
+            return False
+    return True
 
 
 def _split_unquoted(text: str, separator: str) -> list[str]:
@@ -116,12 +131,15 @@ def _forwarded_pairs(value: str) -> list[dict[str, str]]:
 class TrustedProxies:
     """Resolve the origin of a request, believing forwarded headers only from trusted peers."""
 
-    __slots__ = ("_networks",)
+    __slots__ = ("_networks", "_peers")
 
     def __init__(self, networks: Iterable[str]) -> None:
         self._networks: tuple[IPNetwork, ...] = tuple(
             ipaddress.ip_network(n, strict=False) for n in networks
         )
+        # Peer addresses repeat (keep-alive, proxies, returning visitors) and parsing one is
+        # most of the cost of resolve(): remember the last few thousand.
+        self._peers: dict[str, tuple[IPAddress | None, str | None]] = {}
 
     def __bool__(self) -> bool:
         return bool(self._networks)
@@ -134,33 +152,54 @@ class TrustedProxies:
 
     def resolve(self, request: RequestView) -> Origin:
         """The client IP, scheme and host of ``request``."""
-        peer = parse_ip(request.client)
+        peer, peer_text = self._peer(request.client)
         host = request.header("host") or _server_host(request)
         if not _host_is_valid(host):
             host = _server_host(request)
         scheme = request.scheme
         if not self._networks or not self.trusts(peer):
-            return Origin(str(peer) if peer is not None else None, scheme, host)
+            return Origin(peer_text, scheme, host)
 
+        xff = request.header("x-forwarded-for")
+        client, _ = self._walk(xff.split(",") if xff else [], peer)
+        # X-Forwarded-Proto/Host carry one value per hop in the same order; only the value
+        # added by the nearest trusted proxy is believed.
+        proto = request.header("x-forwarded-proto").rsplit(",", 1)[-1].strip().lower()
+        fhost = request.header("x-forwarded-host").rsplit(",", 1)[-1].strip()
         forwarded = request.header("forwarded")
         if forwarded:
             hops = _forwarded_pairs(forwarded)
-            client, hop = self._walk([h.get("for", "") for h in hops], peer)
+            f_client, hop = self._walk([h.get("for", "") for h in hops], peer)
             params = hops[hop] if hop is not None else {}
-            proto = params.get("proto", "").lower()
-            fhost = params.get("host", "")
-        else:
-            xff = request.header("x-forwarded-for")
-            client, _ = self._walk(xff.split(",") if xff else [], peer)
-            # X-Forwarded-Proto/Host carry one value per hop in the same order; only the
-            # value added by the nearest trusted proxy is believed.
-            proto = request.header("x-forwarded-proto").rsplit(",", 1)[-1].strip().lower()
-            fhost = request.header("x-forwarded-host").rsplit(",", 1)[-1].strip()
+            f_proto = params.get("proto", "").lower()
+            f_host = params.get("host", "")
+            # A proxy usually adds one kind of header and passes the other on as the client
+            # sent it (nginx appends X-Forwarded-For and forwards any Forwarded header), so
+            # Forwarded wins, but where the X-Forwarded-* headers name the same value
+            # differently, neither is believed.
+            client = f_client if not xff or client == f_client else peer
+            proto = f_proto if not proto or proto == f_proto else ""
+            fhost = f_host if not fhost or fhost.lower() == f_host.lower() else ""
         if proto in ("http", "https"):
             scheme = proto
         if fhost and _host_is_valid(fhost):
             host = fhost
         return Origin(str(client) if client is not None else None, scheme, host)
+
+    def _peer(self, client: str | None) -> tuple[IPAddress | None, str | None]:
+        """``parse_ip(client)`` and its text, remembered for short addresses."""
+        if client is None:
+            return None, None
+        known = self._peers.get(client)
+        if known is not None:
+            return known
+        peer = parse_ip(client)
+        known = (peer, str(peer) if peer is not None else None)
+        if len(client) <= _MAX_CACHED_PEER:
+            if len(self._peers) >= _PEER_CACHE_SIZE:
+                self._peers.clear()  # atomic, unlike evicting one entry across threads
+            self._peers[client] = known
+        return known
 
     def _walk(
         self, entries: list[str], peer: IPAddress | None
@@ -179,10 +218,13 @@ class TrustedProxies:
 
 
 def _server_host(request: RequestView) -> str:
+    # Some servers make the server address from the Host header (gunicorn on a unix socket
+    # sets SERVER_NAME from it), so it is checked like one: "localhost" if it is not a host.
     if request.server is None:
         return "localhost"
     name, port = request.server
     if ":" in name and not name.startswith("["):
         name = f"[{name}]"
     default = 443 if request.scheme == "https" else 80
-    return name if port is None or port == default else f"{name}:{port}"
+    host = name if port is None or port == default else f"{name}:{port}"
+    return host if _host_is_valid(host) else "localhost"

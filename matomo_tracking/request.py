@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, unquote_to_bytes
@@ -19,6 +19,51 @@ __all__ = [
 
 # Characters kept as they are when percent-encoding a decoded path: RFC 3986 pchar plus "/".
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+# Every byte a path keeps as it is (letters, digits, ``_PATH_SAFE``): a path made only of these
+# needs no quoting.
+_PATH_KEPT = (
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" + _PATH_SAFE.encode()
+)
+# The header names browsers and proxies send most, by their WSGI environ key and by their
+# raw ASGI name (others are converted as they come).
+_COMMON_HEADERS = (
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "connection",
+    "content-length",
+    "content-type",
+    "cookie",
+    "dnt",
+    "forwarded",
+    "host",
+    "if-modified-since",
+    "if-none-match",
+    "origin",
+    "pragma",
+    "priority",
+    "referer",
+    "sec-ch-ua",
+    "sec-ch-ua-mobile",
+    "sec-ch-ua-platform",
+    "sec-fetch-dest",
+    "sec-fetch-mode",
+    "sec-fetch-site",
+    "sec-fetch-user",
+    "sec-gpc",
+    "te",
+    "upgrade-insecure-requests",
+    "user-agent",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-request-id",
+    "x-requested-with",
+)
+_WSGI_HEADER_NAMES = {"HTTP_" + n.upper().replace("-", "_"): n for n in _COMMON_HEADERS}
+_ASGI_HEADER_NAMES = {n.encode("ascii"): n for n in _COMMON_HEADERS}
 # A request target's path as a client sends it: printable ASCII without space, '#' or '?'.
 _RAW_PATH = re.compile(r"/[\x21\x22\x24-\x3e\x40-\x7e]*")
 
@@ -74,20 +119,11 @@ def decode_header(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def _collect(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for name, value in pairs:
-        if name in headers:
-            sep = "; " if name == "cookie" else ", "
-            headers[name] = headers[name] + sep + value
-        else:
-            headers[name] = value
-    return headers
-
-
 def _encode_path(path: str | bytes) -> str:
     # Lone surrogates (hand-made scopes) are encoded rather than raising.
     raw = path if isinstance(path, bytes) else path.encode("utf-8", "surrogatepass")
+    if not raw.rstrip(_PATH_KEPT):  # nothing to quote (what quote() checks first, cheaper)
+        return raw.decode("ascii")
     return quote(raw, safe=_PATH_SAFE)
 
 
@@ -123,15 +159,32 @@ def asgi_app_path(scope: Mapping[str, Any]) -> str:
 
 def request_from_asgi(scope: Mapping[str, Any]) -> RequestView:
     """Build a view of an ASGI ``http`` scope (never raises on malformed optional keys)."""
-    pairs: list[tuple[str, str]] = []
+    headers: dict[str, str] = {}
+    names = _ASGI_HEADER_NAMES
     raw_headers = scope.get("headers") or ()
     for item in raw_headers:
         try:
-            name, value = item
-            pairs.append((decode_header(bytes(name)).lower(), decode_header(bytes(value))))
+            raw_name, raw_value = item
+            if raw_name.__class__ is not bytes:
+                raw_name = bytes(raw_name)
+            if raw_value.__class__ is not bytes:
+                raw_value = bytes(raw_value)
         except (TypeError, ValueError):
             continue
-    headers = _collect(pairs)
+        name = names.get(raw_name)
+        if name is None:
+            try:
+                name = raw_name.decode("utf-8").lower()
+            except UnicodeDecodeError:
+                name = raw_name.decode("latin-1").lower()
+        try:
+            value = raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            value = raw_value.decode("latin-1")
+        if name in headers:  # repeated: joined, cookies with "; " as browsers send them
+            headers[name] += ("; " if name == "cookie" else ", ") + value
+        else:
+            headers[name] = value
 
     root_path, app_path, full_path = _asgi_paths(scope)
 
@@ -184,6 +237,8 @@ def _wsgi_bytes(value: str) -> bytes:
 
 def _wsgi_text(value: str) -> str:
     """WSGI strings are latin-1 decodings of the raw bytes: recover the bytes, then decode."""
+    if value.isascii():  # the same text either way
+        return value
     try:
         return decode_header(value.encode("latin-1"))
     except UnicodeEncodeError:
@@ -192,15 +247,20 @@ def _wsgi_text(value: str) -> str:
 
 def request_from_wsgi(environ: Mapping[str, Any]) -> RequestView:
     """Build a view of a WSGI environ (never raises on malformed optional keys)."""
-    pairs: list[tuple[str, str]] = []
+    # Later keys that map to the same name win, as dict() of the pairs would. The environ is
+    # twice as long as its headers: the loop is kept to the fewest steps per key.
+    headers: dict[str, str] = {}
+    names = _WSGI_HEADER_NAMES
     for key, value in environ.items():
-        if not isinstance(value, str) or not isinstance(key, str):
+        if key.__class__ is not str and not isinstance(key, str):
             continue
-        if key.startswith("HTTP_"):
-            pairs.append((key[5:].replace("_", "-").lower(), _wsgi_text(value)))
-        elif key == "CONTENT_TYPE" and value:
-            pairs.append(("content-type", _wsgi_text(value)))
-    headers = dict(pairs)
+        if key[:5] == "HTTP_":
+            if value.__class__ is str or isinstance(value, str):
+                headers[names.get(key) or key[5:].replace("_", "-").lower()] = (
+                    value if value.isascii() else _wsgi_text(value)
+                )
+        elif key == "CONTENT_TYPE" and isinstance(value, str) and value:
+            headers["content-type"] = value if value.isascii() else _wsgi_text(value)
 
     script = environ.get("SCRIPT_NAME")
     info = environ.get("PATH_INFO")

@@ -22,8 +22,8 @@ from matomo_tracking.fields import (
     truncate_bytes,
     truncate_chars,
 )
-from matomo_tracking.hits import Hit, RandomSource, new_page_view_id
-from matomo_tracking.proxies import TrustedProxies
+from matomo_tracking.hits import Hit, HitBuilder, RandomSource, new_page_view_id
+from matomo_tracking.proxies import anonymize_ip, parse_ip
 from matomo_tracking.request import RequestView, request_from_asgi, request_from_wsgi
 from matomo_tracking.visitor import valid_visitor_id
 
@@ -109,7 +109,9 @@ class BaseTracker:
         self.config = config
         self._clock = clock
         self._rng = rng
-        self._proxies = TrustedProxies(config.trusted_proxies)
+        # The middleware's rules for URLs made from a request (trusted proxies, host pinning,
+        # redaction); its salt is never used here.
+        self._urls = HitBuilder(config, salt=b"")
         self._defaults: dict[str, Any] = {}
         if not isinstance(config.site_id, int):
             raise ValueError("site_id: a standalone tracker needs a fixed positive int site id")
@@ -146,8 +148,8 @@ class BaseTracker:
         request = merged.get("request")
         if request is not None:
             view = request_view_of(request)
-            origin = self._proxies.resolve(view)
-            merged.setdefault("url", f"{origin.scheme}://{origin.host}{view.url_path}" + (f"?{view.query_string}" if view.query_string else ""))
+            origin = self._urls.origin(view)
+            merged.setdefault("url", self._urls.page_url(view, origin))
             for key, header in (("user_agent", "user-agent"), ("language", "accept-language"), ("referrer", "referer")):
                 if view.header(header):
                     merged.setdefault(key, view.header(header))
@@ -156,15 +158,21 @@ class BaseTracker:
         url = merged.get("url")
         if url is None:
             raise ValueError("url is required: pass url=... (the page where this happened) or request=...")
-        hit["url"] = absolute_url("url", url)
+        hit["url"] = absolute_url("url", self._urls.redact_url(url) if isinstance(url, str) else url)
         if "user_agent" in merged:
             hit["ua"] = clean_text(str(merged["user_agent"]), MAX_HEADER_CHARS)
         if "language" in merged:
             hit["lang"] = clean_text(str(merged["language"]), 256)
         if "referrer" in merged:
-            hit["urlref"] = truncate_chars(clean_text(str(merged["referrer"]), 4096), MAX_REFERRER_CHARS)
+            referrer = self._urls.redact_url(clean_text(str(merged["referrer"]), 4096))
+            hit["urlref"] = truncate_chars(referrer, MAX_REFERRER_CHARS)
         if "ip" in merged and config.token_auth is not None:
             hit["cip"] = str(merged["ip"])
+            if config.anonymize_ip:
+                address = parse_ip(hit["cip"])
+                if address is None:
+                    raise ValueError(f"ip={merged['ip']!r} is invalid: expected an IP address")
+                hit["cip"] = anonymize_ip(str(address), config.anonymize_ip)
         if "visitor_id" in merged:
             visitor = str(merged["visitor_id"])
             if not valid_visitor_id(visitor):

@@ -32,7 +32,8 @@ class EncodedHit:
 
 def encode_hit(hit: Hit) -> EncodedHit:
     """Encode a hit's parameters as one JSON object (valid UTF-8 whatever the input)."""
-    text = _dumps(dict(hit.params))
+    params = hit.params
+    text = _dumps(params if params.__class__ is dict else dict(params))
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from a hand-made scope
@@ -48,8 +49,10 @@ def _with_cdo(data: bytes, age: int) -> bytes:
 
 
 def bulk_body(hits: list[EncodedHit], *, token_auth: str | None, now: float) -> bytes:
-    """The POST body of one bulk request; ``now`` (Unix seconds) gives each hit's ``cdo``."""
-    entries = b",".join(_with_cdo(h.data, int(now - h.created)) for h in hits)
+    """The POST body of one bulk request; ``now`` (Unix seconds) gives each hit's ``cdo``,
+    its age rounded to the nearest second (Matomo records it within half a second, plus the
+    time the request takes, of when it happened)."""
+    entries = b",".join(_with_cdo(h.data, round(now - h.created)) for h in hits)
     tail = b',"send_image":0'
     if token_auth is not None:
         tail += b',"token_auth":' + json.dumps(token_auth).encode("ascii")

@@ -10,7 +10,7 @@ import ssl
 import sys
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TextIO, cast
 
 import httpx
 
@@ -19,6 +19,20 @@ from matomo_tracking.hits import Hit
 from matomo_tracking.wire import BULK_HEADERS, bulk_body, encode_hit
 
 __all__ = ["check", "main"]
+
+
+class _Masked:
+    """A text stream that writes to another one with a secret replaced by ``***``."""
+
+    def __init__(self, out: TextIO, secret: str) -> None:
+        self._out = out
+        self._secret = secret
+
+    def write(self, text: str) -> int:
+        return self._out.write(text.replace(self._secret, "***"))
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 def _cause_chain(exc: BaseException) -> list[BaseException]:
@@ -74,6 +88,10 @@ def check(
     The explanation goes to ``out`` (default: the current ``sys.stdout``)."""
     if out is None:
         out = sys.stdout  # looked up per call, so redirect_stdout and pytest's capsys work
+    if token_auth:
+        # What a server answers (a redirect's Location, a JSON body) is printed: mask the
+        # token in case a server echoes it.
+        out = cast(TextIO, _Masked(out, token_auth))
     try:
         config = TrackingConfig(url=url, site_id=site_id, token_auth=token_auth, timeout=timeout)
     except ValueError as exc:

@@ -40,7 +40,7 @@ from matomo_tracking.delivery import (
 from matomo_tracking.hits import Hit
 from matomo_tracking.wire import BULK_HEADERS, EncodedHit, encode_hit
 
-__all__ = ["ThreadDispatcher", "close_all"]
+__all__ = ["ThreadDispatcher", "close_all", "post_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,9 @@ class ThreadDispatcher:
         self._wake = threading.Event()
         self._deadline: float | None = None
         self._rng = random.Random()
-        self._last_full_warning = -_WARN_INTERVAL
+        # Set once close() gave up on what was left (counted then): a batch the worker still
+        # holds is not counted a second time.
+        self._given_up = False
 
     # -- the contract --------------------------------------------------------------------
     def submit(self, hit: Hit) -> bool:
@@ -226,9 +228,7 @@ class ThreadDispatcher:
 
     # -- submit helpers ------------------------------------------------------------------
     def _warn_full(self) -> None:
-        now = time.monotonic()
-        if now - self._last_full_warning >= _WARN_INTERVAL:
-            self._last_full_warning = now
+        if self._budget.warning_due(time.monotonic(), _WARN_INTERVAL):
             logger.warning(
                 "matomo: queue full (%d hits / %d bytes); dropping hits until Matomo catches up "
                 "(dropped so far: %d)",
@@ -341,44 +341,60 @@ class ThreadDispatcher:
             self._deliver(builder.take(), deadline=deadline, reason="shutdown")
 
     def _deliver(self, hits: list[EncodedHit], *, deadline: float | None, reason: str) -> None:
-        """Execute the core's delivery policy for one batch, giving up at ``deadline``."""
+        """Deliver one batch with ``_deliver_batch``, then give its room in the queue back."""
+        try:
+            self._deliver_batch(hits, deadline=deadline, reason=reason)
+        finally:
+            self._finished(hits, reason=None)
+
+    def _deliver_batch(
+        self, hits: list[EncodedHit], *, deadline: float | None, reason: str
+    ) -> None:
+        """The step a subclass replaces (the Celery dispatcher hands the batch to a task):
+        execute the core's delivery policy for one batch over HTTP; at ``deadline`` (or the
+        one ``close()`` sets while it runs) give up what is left, counted as ``reason``."""
         lock = self._lock
         with lock:
             delivery = BatchDelivery(hits, self.config, self._stats)
         try:
             while True:
                 deadline = self._deadline if deadline is None else deadline
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._abandon(delivery, reason)
+                    return
                 with lock:
                     step = delivery.next_step(time.time(), self._rng.random())
                 if step is None:
                     return
                 if isinstance(step, Sleep):
                     if not self._sleep(step.seconds, deadline):
-                        with lock:
-                            delivery.abandon(reason)
+                        self._abandon(delivery, reason)
                         return
                     continue
                 result = self._post(step, deadline)
                 with lock:
+                    if self._given_up:
+                        delivery.take_remaining()  # counted by close() already
+                        return
                     if isinstance(result, Answer):
                         delivery.answered(result, time.time())
                     else:
                         delivery.failed(result[0], result[1], time.time())
-                if deadline is not None and time.monotonic() >= deadline:
-                    with lock:
-                        delivery.abandon(reason)
-                    return
         except Exception:
             logger.warning("matomo: delivering a batch failed", exc_info=True)
-            with lock:
-                delivery.abandon("error")
-        finally:
-            self._finished(hits, reason=None)
+            self._abandon(delivery, "error")
+
+    def _abandon(self, delivery: BatchDelivery, reason: str) -> None:
+        with self._lock:
+            if self._given_up:
+                delivery.take_remaining()  # counted by close() already
+            else:
+                delivery.abandon(reason)
 
     def _finished(self, hits: list[EncodedHit], *, reason: str | None) -> None:
         with self._lock:
             self._budget.release(len(hits), sum(h.size for h in hits))
-            if reason is not None:
+            if reason is not None and not self._given_up:
                 self._stats.drop(reason, len(hits))
 
     def _sleep(self, seconds: float, deadline: float | None) -> bool:
@@ -403,29 +419,7 @@ class ThreadDispatcher:
         timeout = self.config.timeout
         if deadline is not None:
             timeout = max(0.05, min(timeout, deadline - time.monotonic()))
-        client = self._http_client()
-        try:
-            response = client.post(
-                self._endpoint,
-                content=step.body,
-                headers=BULK_HEADERS,
-                follow_redirects=False,
-                timeout=timeout,
-            )
-        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
-            return TransportError.TIMEOUT, _describe(exc)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            return TransportError.CONNECT, _describe(exc)
-        except httpx.TransportError as exc:
-            return TransportError.OTHER, _describe(exc)
-        except Exception as exc:
-            return TransportError.OTHER, _describe(exc)
-        return Answer(
-            status=response.status_code,
-            body=response.content,
-            retry_after=response.headers.get("retry-after"),
-            location=response.headers.get("location"),
-        )
+        return post_batch(self._http_client(), self._endpoint, step.body, timeout)
 
     def _http_client(self) -> httpx.Client:
         client = self._client
@@ -455,12 +449,39 @@ class ThreadDispatcher:
             if left:
                 self._stats.drop(reason, left)
                 self._budget.release(left, self._budget.bytes)
+                self._given_up = True
 
     def _at_exit(self) -> None:
         try:
             self.close(self.config.shutdown_timeout)
         except Exception:  # pragma: no cover - never fail the interpreter's exit
             logger.debug("matomo: closing at exit failed", exc_info=True)
+
+
+def post_batch(
+    client: httpx.Client, endpoint: str, body: bytes, timeout: float
+) -> Answer | tuple[TransportError, str]:
+    """POST one bulk body (never following a redirect); Matomo's answer, or how it failed."""
+    try:
+        response = client.post(
+            endpoint,
+            content=body,
+            headers=BULK_HEADERS,
+            follow_redirects=False,
+            timeout=timeout,
+        )
+    except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+        return TransportError.TIMEOUT, _describe(exc)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        return TransportError.CONNECT, _describe(exc)
+    except Exception as exc:
+        return TransportError.OTHER, _describe(exc)
+    return Answer(
+        status=response.status_code,
+        body=response.content,
+        retry_after=response.headers.get("retry-after"),
+        location=response.headers.get("location"),
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -60,6 +60,7 @@ class _Mode:
     hold: bool = False
     hang_after_read: float = 0.0
     retry_after: str | None = None
+    max_body: int | None = None
 
 
 @dataclass
@@ -76,6 +77,8 @@ class Collector:
     hits: list[ReceivedHit] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     invalid: list[tuple[Mapping[str, Any], str]] = field(default_factory=list)
+    #: The HTTP status of every tracking request answered, in order (failure modes included).
+    answered: list[int] = field(default_factory=list)
     mode: _Mode = field(default_factory=_Mode)
 
     def __post_init__(self) -> None:
@@ -103,6 +106,11 @@ class Collector:
         """Let held requests through."""
         self.mode.hold = False
 
+    def limit_body(self, max_bytes: int | None) -> None:
+        """Answer HTTP 413 to tracking requests whose body is larger than ``max_bytes`` (as a
+        web server's body limit does in front of Matomo); None lifts the limit."""
+        self.mode.max_body = max_bytes
+
     def hang_after_read(self, seconds: float) -> None:
         """Read each request, record nothing, and answer only after ``seconds`` (so a client
         with a shorter timeout gives up after Matomo may have received the hits)."""
@@ -117,6 +125,7 @@ class Collector:
         self.hits.clear()
         self.requests.clear()
         self.invalid.clear()
+        self.answered.clear()
         self._orders.clear()
 
     # -- queries -------------------------------------------------------------------------
@@ -150,6 +159,13 @@ class Collector:
             return 200, [("content-type", "application/json")], json.dumps(data).encode()
         if not (path.endswith("/matomo.php") or path.endswith("/piwik.php")):
             return 404, [("content-type", "text/plain")], b"not found"
+        answer = self._tracking_request(method, query, body)
+        self.answered.append(answer[0])
+        return answer
+
+    def _tracking_request(self, method: str, query: str, body: bytes) -> Response:
+        if self.mode.max_body is not None and len(body) > self.mode.max_body:
+            return 413, [("content-type", "text/plain")], b"request entity too large"
         status = self._fail_now()
         if status is not None:
             headers = [("content-type", "text/plain")]

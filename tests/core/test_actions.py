@@ -19,7 +19,11 @@ PARAMS: list[tuple[str, Callable[[], dict[str, str]], dict[str, str]]] = [
         lambda: a.event_params(" Video ", "Play\n", "Intro", 1.25),
         {"e_c": "Video", "e_a": "Play", "ca": "1", "e_n": "Intro", "e_v": "1.25"},
     ),
-    ("event-int-value", lambda: a.event_params("C", "A", value=-3), {"e_c": "C", "e_a": "A", "ca": "1", "e_v": "-3"}),
+    (
+        "event-int-value",
+        lambda: a.event_params("C", "A", value=-3),
+        {"e_c": "C", "e_a": "A", "ca": "1", "e_v": "-3"},
+    ),
     (
         "event-tiny-float-no-exponent",
         lambda: a.event_params("C", "A", value=1e-7),
@@ -30,7 +34,11 @@ PARAMS: list[tuple[str, Callable[[], dict[str, str]], dict[str, str]]] = [
         lambda: a.event_params("C", "A", value=Decimal("2.50")),
         {"e_c": "C", "e_a": "A", "ca": "1", "e_v": "2.5"},
     ),
-    ("event-blank-name-dropped", lambda: a.event_params("C", "A", "  "), {"e_c": "C", "e_a": "A", "ca": "1"}),
+    (
+        "event-blank-name-dropped",
+        lambda: a.event_params("C", "A", "  "),
+        {"e_c": "C", "e_a": "A", "ca": "1"},
+    ),
     ("site-search", lambda: a.site_search_params("mugs"), {"search": "mugs"}),
     (
         "site-search-full",
@@ -39,13 +47,20 @@ PARAMS: list[tuple[str, Callable[[], dict[str, str]], dict[str, str]]] = [
     ),
     ("goal", lambda: a.goal_params(3), {"idgoal": "3"}),
     ("goal-revenue", lambda: a.goal_params(3, 10.505), {"idgoal": "3", "revenue": "10.51"}),
-    ("goal-revenue-whole", lambda: a.goal_params(3, Decimal("10.00")), {"idgoal": "3", "revenue": "10"}),
+    (
+        "goal-revenue-whole",
+        lambda: a.goal_params(3, Decimal("10.00")),
+        {"idgoal": "3", "revenue": "10"},
+    ),
     (
         "order",
         lambda: a.order_params(
             " A-1 ",
             99.9,
-            items=[EcommerceItem("SKU", "Mug", ["Home", "Kitchen"], 4.5, 2), {"sku": "S2", "price": 3}],
+            items=[
+                EcommerceItem("SKU", "Mug", ["Home", "Kitchen"], 4.5, 2),
+                {"sku": "S2", "price": 3},
+            ],
             subtotal=90,
             tax=9.9,
             shipping=0,
@@ -62,27 +77,53 @@ PARAMS: list[tuple[str, Callable[[], dict[str, str]], dict[str, str]]] = [
             "ec_items": '[["SKU","Mug",["Home","Kitchen"],4.5,2],["S2","","",3.0,1]]',
         },
     ),
-    ("order-without-items", lambda: a.order_params("A-2", 5), {"idgoal": "0", "ec_id": "A-2", "revenue": "5"}),
+    (
+        "order-without-items",
+        lambda: a.order_params("A-2", 5),
+        {"idgoal": "0", "ec_id": "A-2", "revenue": "5"},
+    ),
     (
         "cart-update",
         lambda: a.cart_update_params(12, items=[EcommerceItem("SKU", category="Home", price=12)]),
         {"idgoal": "0", "revenue": "12", "ec_items": '[["SKU","","Home",12.0,1]]'},
     ),
-    ("cart-emptied", lambda: a.cart_update_params(0), {"idgoal": "0", "revenue": "0", "ec_items": "[]"}),
+    (
+        "cart-emptied",
+        lambda: a.cart_update_params(0),
+        {"idgoal": "0", "revenue": "0", "ec_items": "[]"},
+    ),
     (
         "product-view",
         lambda: a.product_view_params(sku="S", name="Mug", category=["A", "B"], price=9),
         {"_pks": "S", "_pkn": "Mug", "_pkc": '["A", "B"]', "_pkp": "9"},
     ),
     ("category-view", lambda: a.product_view_params(category="Kitchen"), {"_pkc": "Kitchen"}),
-    ("content-impression", lambda: a.content_impression_params("Banner"), {"c_n": "Banner", "ca": "1"}),
+    (
+        "content-impression",
+        lambda: a.content_impression_params("Banner"),
+        {"c_n": "Banner", "ca": "1"},
+    ),
     (
         "content-interaction",
         lambda: a.content_interaction_params("click", "Banner", "img.png", "https://example.org/x"),
-        {"c_i": "click", "c_n": "Banner", "ca": "1", "c_p": "img.png", "c_t": "https://example.org/x"},
+        {
+            "c_i": "click",
+            "c_n": "Banner",
+            "ca": "1",
+            "c_p": "img.png",
+            "c_t": "https://example.org/x",
+        },
     ),
-    ("link", lambda: a.link_params(" https://other.example/x "), {"link": "https://other.example/x"}),
-    ("download", lambda: a.download_params("http://example.org/f.pdf"), {"download": "http://example.org/f.pdf"}),
+    (
+        "link",
+        lambda: a.link_params(" https://other.example/x "),
+        {"link": "https://other.example/x"},
+    ),
+    (
+        "download",
+        lambda: a.download_params("http://example.org/f.pdf"),
+        {"download": "http://example.org/f.pdf"},
+    ),
     ("ping", a.ping_params, {"ping": "1"}),
 ]
 
@@ -102,7 +143,11 @@ ERRORS: list[tuple[str, Callable[[], object], str]] = [
     ("event-name-not-str", lambda: a.event_params("C", "A", 5), "name=5 is invalid"),  # type: ignore[arg-type]
     ("event-value-str", lambda: a.event_params("C", "A", value="1"), "value='1' is invalid"),  # type: ignore[arg-type]
     ("event-value-bool", lambda: a.event_params("C", "A", value=True), "value=True is invalid"),
-    ("event-value-nan", lambda: a.event_params("C", "A", value=float("nan")), "value=nan is invalid"),
+    (
+        "event-value-nan",
+        lambda: a.event_params("C", "A", value=float("nan")),
+        "value=nan is invalid",
+    ),
     ("search-blank", lambda: a.site_search_params("  "), "keyword='  ' is invalid"),
     ("search-not-str", lambda: a.site_search_params(None), "keyword=None is invalid"),  # type: ignore[arg-type]
     ("search-category", lambda: a.site_search_params("k", 1), "category=1 is invalid"),  # type: ignore[arg-type]
@@ -110,37 +155,85 @@ ERRORS: list[tuple[str, Callable[[], object], str]] = [
     ("search-count-bool", lambda: a.site_search_params("k", None, True), "count=True is invalid"),
     ("goal-zero", lambda: a.goal_params(0), "goal_id=0 is invalid"),
     ("goal-bool", lambda: a.goal_params(True), "goal_id=True is invalid"),
-    ("goal-negative-revenue", lambda: a.goal_params(1, -1), "revenue=-1 is invalid: expected a number >= 0"),
+    (
+        "goal-negative-revenue",
+        lambda: a.goal_params(1, -1),
+        "revenue=-1 is invalid: expected a number >= 0",
+    ),
     ("goal-infinite-revenue", lambda: a.goal_params(1, float("inf")), "revenue=inf is invalid"),
     ("order-blank-id", lambda: a.order_params(" ", 1), "order_id=' ' is invalid"),
-    ("order-long-id", lambda: a.order_params("x" * 101, 1), "order_id is invalid: expected at most 100"),
+    (
+        "order-long-id",
+        lambda: a.order_params("x" * 101, 1),
+        "order_id is invalid: expected at most 100",
+    ),
     ("order-bad-tax", lambda: a.order_params("A", 1, tax="1"), "tax='1' is invalid"),  # type: ignore[arg-type]
-    ("order-bad-item", lambda: a.order_params("A", 1, items=[("S", 1)]), "items: ('S', 1) is invalid"),  # type: ignore[list-item]
-    ("order-item-unknown-key", lambda: a.order_params("A", 1, items=[{"sku": "S", "qty": 2}]), "items: {'sku': 'S', 'qty': 2} is invalid"),
+    (
+        "order-bad-item",
+        lambda: a.order_params("A", 1, items=[("S", 1)]),
+        "items: ('S', 1) is invalid",
+    ),  # type: ignore[list-item]
+    (
+        "order-item-unknown-key",
+        lambda: a.order_params("A", 1, items=[{"sku": "S", "qty": 2}]),
+        "items: {'sku': 'S', 'qty': 2} is invalid",
+    ),
     ("item-blank-sku", lambda: EcommerceItem(" "), "sku=' ' is invalid"),
     ("item-name", lambda: EcommerceItem("S", name=1), "name=1 is invalid"),  # type: ignore[arg-type]
-    ("item-category-six", lambda: EcommerceItem("S", category=list("abcdef")), "category=['a', 'b', 'c', 'd', 'e', 'f'] is invalid"),
+    (
+        "item-category-six",
+        lambda: EcommerceItem("S", category=list("abcdef")),
+        "category=['a', 'b', 'c', 'd', 'e', 'f'] is invalid",
+    ),
     ("item-category-empty", lambda: EcommerceItem("S", category=[]), "category=[] is invalid"),
     ("item-category-int", lambda: EcommerceItem("S", category=5), "category=5 is invalid"),  # type: ignore[arg-type]
     ("item-negative-price", lambda: EcommerceItem("S", price=-1), "price=-1 is invalid"),
     ("item-quantity-zero", lambda: EcommerceItem("S", quantity=0), "quantity=0 is invalid"),
     ("item-quantity-float", lambda: EcommerceItem("S", quantity=1.5), "quantity=1.5 is invalid"),  # type: ignore[arg-type]
-    ("product-view-nothing", lambda: a.product_view_params(), "a product view needs at least one of"),
+    (
+        "product-view-nothing",
+        lambda: a.product_view_params(),
+        "a product view needs at least one of",
+    ),
     ("product-view-blank-sku", lambda: a.product_view_params(sku=""), "sku='' is invalid"),
     ("content-blank-name", lambda: a.content_impression_params(""), "name='' is invalid"),
-    ("interaction-blank", lambda: a.content_interaction_params(" ", "N"), "interaction=' ' is invalid"),
-    ("link-relative", lambda: a.link_params("/about"), "url='/about' is invalid: expected an absolute"),
-    ("link-javascript", lambda: a.link_params("javascript:alert(1)"), "url='javascript:alert(1)' is invalid"),
+    (
+        "interaction-blank",
+        lambda: a.content_interaction_params(" ", "N"),
+        "interaction=' ' is invalid",
+    ),
+    (
+        "link-relative",
+        lambda: a.link_params("/about"),
+        "url='/about' is invalid: expected an absolute",
+    ),
+    (
+        "link-javascript",
+        lambda: a.link_params("javascript:alert(1)"),
+        "url='javascript:alert(1)' is invalid",
+    ),
     ("link-not-str", lambda: a.link_params(None), "url=None is invalid"),  # type: ignore[arg-type]
-    ("download-broken-ipv6", lambda: a.download_params("http://[::1/x"), "url='http://[::1/x' is invalid"),
-    ("cvar-slot-zero", lambda: a.custom_variables_json({0: ("a", "b")}, 5), "custom variable slot 0 is invalid"),
-    ("cvar-slot-over", lambda: a.custom_variables_json({6: ("a", "b")}, 5), "custom variable slot 6 is invalid: expected 1 to 5"),
+    (
+        "download-broken-ipv6",
+        lambda: a.download_params("http://[::1/x"),
+        "url='http://[::1/x' is invalid",
+    ),
+    (
+        "cvar-slot-zero",
+        lambda: a.custom_variables_json({0: ("a", "b")}, 5),
+        "custom variable slot 0 is invalid",
+    ),
+    (
+        "cvar-slot-over",
+        lambda: a.custom_variables_json({6: ("a", "b")}, 5),
+        "custom variable slot 6 is invalid: expected 1 to 5",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("make", "message"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
 def test_errors_name_the_argument(make: Callable[[], object], message: str) -> None:
-    with pytest.raises(ValueError, match="invalid|needs") as caught:
+    with pytest.raises(ValueError, match=r"invalid|needs") as caught:
         make()
 
     assert str(caught.value).startswith(message)
@@ -148,7 +241,14 @@ def test_errors_name_the_argument(make: Callable[[], object], message: str) -> N
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(0, "0"), (-0.0, "0"), (1.005, "1"), (2.675, "2.67"), (1e20, "100000000000000000000"), (Decimal("0.10"), "0.1")],
+    [
+        (0, "0"),
+        (-0.0, "0"),
+        (1.005, "1"),
+        (2.675, "2.67"),
+        (1e20, "100000000000000000000"),
+        (Decimal("0.10"), "0.1"),
+    ],
 )
 def test_number_text(value: Any, text: str) -> None:
     assert a.number_text("x", value, minimum=None) == text
@@ -161,7 +261,10 @@ def test_custom_variables_json() -> None:
 
 
 def test_absolute_url_is_cut_to_1024_bytes() -> None:
-    assert a.absolute_url("url", "https://example.org/" + "é" * 1000) == "https://example.org/" + "é" * 502
+    assert (
+        a.absolute_url("url", "https://example.org/" + "é" * 1000)
+        == "https://example.org/" + "é" * 502
+    )
 
 
 # -- the context -------------------------------------------------------------------------------
@@ -181,7 +284,18 @@ def test_context_collects_hits_in_call_order() -> None:
     context.ping()
 
     keys = [next(iter(p)) for p in context.extra_hits]
-    assert keys == ["e_c", "search", "idgoal", "idgoal", "idgoal", "c_n", "c_i", "link", "download", "ping"]
+    assert keys == [
+        "e_c",
+        "search",
+        "idgoal",
+        "idgoal",
+        "idgoal",
+        "c_n",
+        "c_i",
+        "link",
+        "download",
+        "ping",
+    ]
     assert repr(context) == "TrackingContext(action_name=None, skipped=False, extra_hits=10)"
 
 

@@ -30,14 +30,24 @@ BOTS: list[tuple[str, str, str, str]] = [
         "Bingbot",
         "search",
     ),
-    ("yandexbot", "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)", "YandexBot", "search"),
+    (
+        "yandexbot",
+        "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)",
+        "YandexBot",
+        "search",
+    ),
     (
         "baiduspider",
         "Mozilla/5.0 (compatible; Baiduspider/2.0; +http://www.baidu.com/search/spider.html)",
         "Baiduspider",
         "search",
     ),
-    ("duckduckbot", "DuckDuckBot/1.1; (+http://duckduckgo.com/duckduckbot.html)", "DuckDuckBot", "search"),
+    (
+        "duckduckbot",
+        "DuckDuckBot/1.1; (+http://duckduckgo.com/duckduckbot.html)",
+        "DuckDuckBot",
+        "search",
+    ),
     (
         "applebot",
         "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -135,8 +145,18 @@ BOTS: list[tuple[str, str, str, str]] = [
         "preview",
     ),
     ("twitterbot", "Twitterbot/1.0", "Twitterbot", "preview"),
-    ("slackbot", "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", "Slackbot", "preview"),
-    ("discordbot", "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)", "Discordbot", "preview"),
+    (
+        "slackbot",
+        "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+        "Slackbot",
+        "preview",
+    ),
+    (
+        "discordbot",
+        "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+        "Discordbot",
+        "preview",
+    ),
     ("whatsapp", "WhatsApp/2.23.20.0 A", "WhatsApp", "preview"),
     (
         "linkedinbot",
@@ -157,7 +177,12 @@ BOTS: list[tuple[str, str, str, str]] = [
     ("elb", "ELB-HealthChecker/2.0", "ELB-HealthChecker", "monitor"),
     ("google-health-check", "GoogleHC/1.0", "Google Health Check", "monitor"),
     # -- SEO tools and libraries -----------------------------------------------------------
-    ("ahrefsbot", "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)", "AhrefsBot", "seo"),
+    (
+        "ahrefsbot",
+        "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)",
+        "AhrefsBot",
+        "seo",
+    ),
     (
         "semrushbot",
         "Mozilla/5.0 (compatible; SemrushBot/7~bl; +http://www.semrush.com/bot.html)",
@@ -176,7 +201,12 @@ BOTS: list[tuple[str, str, str, str]] = [
         "library",
     ),
     # -- unknown automated clients ---------------------------------------------------------
-    ("generic-bot", "Mozilla/5.0 (compatible; SomeNewBot/0.3; +https://example.com)", "Unknown bot", "other"),
+    (
+        "generic-bot",
+        "Mozilla/5.0 (compatible; SomeNewBot/0.3; +https://example.com)",
+        "Unknown bot",
+        "other",
+    ),
     ("generic-crawler", "ExampleCrawler/1.0", "Unknown crawler", "other"),
     ("generic-spider", "my-spider/2", "Unknown spider", "other"),
 ]
@@ -192,7 +222,10 @@ BROWSERS: list[tuple[str, str]] = [
         "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
         "Chrome/124.0.0.0 Mobile Safari/537.36",
     ),
-    ("firefox-windows", "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0"),
+    (
+        "firefox-windows",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    ),
     ("firefox-android", "Mozilla/5.0 (Android 14; Mobile; rv:125.0) Gecko/125.0 Firefox/125.0"),
     (
         "safari-ios",
@@ -244,7 +277,9 @@ BROWSERS: list[tuple[str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("ua", "name", "category"), [b[1:] for b in BOTS], ids=[b[0] for b in BOTS])
+@pytest.mark.parametrize(
+    ("ua", "name", "category"), [b[1:] for b in BOTS], ids=[b[0] for b in BOTS]
+)
 def test_bot(ua: str, name: str, category: str) -> None:
     assert classify_user_agent(ua) == BotInfo(name, category)  # type: ignore[arg-type]
     assert is_bot(ua) is True
@@ -279,8 +314,9 @@ def test_case_insensitive_and_specific_first(ua: str, name: str) -> None:
 
 
 def test_unicode_case_folding_is_not_applied() -> None:
-    # "ſ" (long s) folds to "s" in Unicode: it must neither match "spider" nor break the lookup
-    assert classify_user_agent("Mozilla/5.0 ſpider") is None
+    # U+017F (long s) folds to "s" in Unicode: it must neither match "spider" nor break the
+    # lookup
+    assert classify_user_agent("Mozilla/5.0 \u017fpider") is None
     assert classify_user_agent("K\u212abot") == BotInfo("Unknown bot", "other")
 
 

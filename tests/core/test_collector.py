@@ -40,14 +40,25 @@ def answer_of(response: tuple[int, list[tuple[str, str]], bytes]) -> tuple[int, 
 def test_get_hit_with_send_image_0_is_204() -> None:
     c = collector()
 
-    status, headers, payload = c.handle("GET", "/matomo.php", urlencode({**PAGE_VIEW, "send_image": "0"}), b"")
+    status, headers, payload = c.handle(
+        "GET", "/matomo.php", urlencode({**PAGE_VIEW, "send_image": "0"}), b""
+    )
 
     assert (status, headers, payload) == (204, [], b"")
     assert len(c.hits) == 1
     hit = c.hits[0]
     assert dict(hit.params) == PAGE_VIEW
-    assert (hit["url"], hit.get("missing"), hit.get("missing", "x")) == ("http://example.org/", None, "x")
-    assert (hit.received_at, hit.recorded_at, hit.bulk, hit.authenticated) == (NOW, NOW, False, False)
+    assert (hit["url"], hit.get("missing"), hit.get("missing", "x")) == (
+        "http://example.org/",
+        None,
+        "x",
+    )
+    assert (hit.received_at, hit.recorded_at, hit.bulk, hit.authenticated) == (
+        NOW,
+        NOW,
+        False,
+        False,
+    )
     assert c.requests == [{"bulk": False, "count": 1, "token": False}]
 
 
@@ -63,7 +74,9 @@ def test_get_hit_answers_a_gif() -> None:
 def test_invalid_single_hit_is_400() -> None:
     c = collector()
 
-    status, _, payload = c.handle("GET", "/matomo.php", urlencode({**PAGE_VIEW, "idsite": "9"}), b"")
+    status, _, payload = c.handle(
+        "GET", "/matomo.php", urlencode({**PAGE_VIEW, "idsite": "9"}), b""
+    )
 
     assert status == 400
     assert payload.startswith(b"This resource is part of Matomo")
@@ -112,11 +125,19 @@ def test_unknown_path_is_404() -> None:
 
 def test_bulk_counts_and_invalid_indices_with_the_configured_token() -> None:
     c = collector()
-    entries = [PAGE_VIEW, {**PAGE_VIEW, "idsite": "5"}, "?idsite=1&rec=1&url=x", {**PAGE_VIEW, "cid": "123"}]
+    entries = [
+        PAGE_VIEW,
+        {**PAGE_VIEW, "idsite": "5"},
+        "?idsite=1&rec=1&url=x",
+        {**PAGE_VIEW, "cid": "123"},
+    ]
 
     result = answer_of(c.handle("POST", "/matomo.php", "", bulk(*entries, token_auth=TOKEN)))
 
-    assert result == (200, {"status": "success", "tracked": 2, "invalid": 2, "invalid_indices": [1, 3]})
+    assert result == (
+        200,
+        {"status": "success", "tracked": 2, "invalid": 2, "invalid_indices": [1, 3]},
+    )
     assert [h.bulk for h in c.hits] == [True, True]
     assert all(h.authenticated for h in c.hits)
     assert c.requests == [{"bulk": True, "count": 4, "token": True}]
@@ -133,11 +154,20 @@ def test_bulk_without_the_configured_token_gives_counts_only(token: str | None) 
 
 def test_bulk_strings_without_a_query_are_skipped() -> None:
     c = collector()
-    entries = ["idsite=1&rec=1", "http://m.example.org/matomo.php?idsite=1&rec=1", 42, None, "?idsite=7"]
+    entries = [
+        "idsite=1&rec=1",
+        "http://m.example.org/matomo.php?idsite=1&rec=1",
+        42,
+        None,
+        "?idsite=7",
+    ]
 
     result = answer_of(c.handle("POST", "/matomo.php", "", bulk(*entries, token_auth=TOKEN)))
 
-    assert result == (200, {"status": "success", "tracked": 1, "invalid": 1, "invalid_indices": [1]})
+    assert result == (
+        200,
+        {"status": "success", "tracked": 1, "invalid": 1, "invalid_indices": [1]},
+    )
     assert c.requests[0]["count"] == 2
 
 
@@ -193,13 +223,28 @@ VALIDATION: list[tuple[str, dict[str, str], str | None, str | None]] = [
     ("id-not-hex", {"_id": "zzzzzzzzzzzzzzzz"}, None, "_id must be hexadecimal"),
     ("id-short-ignored", {"_id": "zz"}, None, None),
     ("cdt-3h-old", {"cdt": str(int(NOW) - 3 * 3600)}, None, None),
-    ("cdt-3d-old", {"cdt": str(int(NOW) - 3 * 86400)}, None, "custom timestamp older than 24 h requires token_auth"),
+    (
+        "cdt-3d-old",
+        {"cdt": str(int(NOW) - 3 * 86400)},
+        None,
+        "custom timestamp older than 24 h requires token_auth",
+    ),
     ("cdt-3d-old-with-token", {"cdt": str(int(NOW) - 3 * 86400)}, TOKEN, None),
     ("cdo-a-day", {"cdo": "86400"}, None, "custom timestamp older than 24 h requires token_auth"),
     ("cdo-not-an-int", {"cdo": "1.5"}, None, "cdo must be an integer"),
     ("cdo-unicode-digit", {"cdo": "\u00b2"}, None, "cdo must be an integer"),
-    ("event-blank-category", {"e_c": " ", "e_a": "Play"}, None, "e_c must not be empty or whitespace"),
-    ("event-blank-action", {"e_c": "Video", "e_a": "\t"}, None, "e_a must not be empty or whitespace"),
+    (
+        "event-blank-category",
+        {"e_c": " ", "e_a": "Play"},
+        None,
+        "e_c must not be empty or whitespace",
+    ),
+    (
+        "event-blank-action",
+        {"e_c": "Video", "e_a": "\t"},
+        None,
+        "e_a must not be empty or whitespace",
+    ),
     ("event-action-alone", {"e_a": " "}, None, None),
     ("content-blank-name", {"c_n": "  "}, None, "c_n must not be empty"),
     ("pf-negative", {"pf_srv": "-1"}, None, "pf_srv must be a non-negative integer"),
@@ -236,13 +281,17 @@ def test_duplicate_order_is_invalid() -> None:
     c = collector(site_ids=(1, 2))
     order = {**PAGE_VIEW, "idgoal": "0", "ec_id": "A-1", "revenue": "10"}
 
-    _, result = answer_of(c.handle("POST", "/matomo.php", "", bulk(order, order, {**order, "idsite": "2"})))
+    _, result = answer_of(
+        c.handle("POST", "/matomo.php", "", bulk(order, order, {**order, "idsite": "2"}))
+    )
 
     assert (result["tracked"], result["invalid"]) == (2, 1)
     assert c.invalid[0][1] == "duplicate order id"
 
 
-@pytest.mark.parametrize("rec", [None, "0", "true", ""], ids=["missing", "zero", "not-an-int", "empty"])
+@pytest.mark.parametrize(
+    "rec", [None, "0", "true", ""], ids=["missing", "zero", "not-an-int", "empty"]
+)
 def test_hits_without_rec_are_answered_but_not_stored(rec: str | None) -> None:
     c = collector()
     hit = {k: v for k, v in PAGE_VIEW.items() if k != "rec"}
@@ -267,7 +316,11 @@ def test_fail_with_a_count_then_healthy() -> None:
     second = c.handle("POST", "/matomo.php", "", body)
     third = c.handle("POST", "/matomo.php", "", body)
 
-    expected = (503, [("content-type", "text/plain"), ("retry-after", "5")], b"collector failure mode")
+    expected = (
+        503,
+        [("content-type", "text/plain"), ("retry-after", "5")],
+        b"collector failure mode",
+    )
     assert first == second == expected
     assert third[0] == 200
     assert len(c.hits) == 1
@@ -288,7 +341,12 @@ def test_fail_with_until_healed() -> None:
 def test_page_escapes_values_and_hits_json() -> None:
     c = collector()
     hostile = {**PAGE_VIEW, "action_name": "<script>alert(1)</script>", "url": 'http://e/"><img>'}
-    c.handle("POST", "/matomo.php", "", bulk(hostile, {**PAGE_VIEW, "e_c": "C", "e_a": "A&B", "uid": "u"}))
+    c.handle(
+        "POST",
+        "/matomo.php",
+        "",
+        bulk(hostile, {**PAGE_VIEW, "e_c": "C", "e_a": "A&B", "uid": "u"}),
+    )
 
     status, headers, payload = c.handle("GET", "/", "", b"")
     page = payload.decode()
@@ -302,7 +360,10 @@ def test_page_escapes_values_and_hits_json() -> None:
     assert "<p id='count'>2 hit(s) received</p>" in page
     assert page == c.page()
     status, _, data = c.handle("GET", "/hits.json", "", b"")
-    assert (status, json.loads(data)) == (200, [hostile, {**PAGE_VIEW, "e_c": "C", "e_a": "A&B", "uid": "u"}])
+    assert (status, json.loads(data)) == (
+        200,
+        [hostile, {**PAGE_VIEW, "e_c": "C", "e_a": "A&B", "uid": "u"}],
+    )
 
 
 def test_clear_and_repr() -> None:
@@ -338,7 +399,12 @@ def test_collector_server_roundtrip() -> None:
         bad_length = httpx.post(server.url, content=b"", headers={"content-length": "0"})
 
     assert response.status_code == 200
-    assert response.json() == {"status": "success", "tracked": 1, "invalid": 0, "invalid_indices": []}
+    assert response.json() == {
+        "status": "success",
+        "tracked": 1,
+        "invalid": 0,
+        "invalid_indices": [],
+    }
     assert "1 hit(s) received" in page.text
     assert bad_length.status_code == 400
     assert server.collector.hits[0]["url"] == "http://example.org/"
@@ -366,7 +432,9 @@ def test_server_slow_and_hold() -> None:
         server.collector.hold()
         results: list[int] = []
         thread = threading.Thread(
-            target=lambda: results.append(httpx.post(server.url, content=bulk(PAGE_VIEW)).status_code)
+            target=lambda: results.append(
+                httpx.post(server.url, content=bulk(PAGE_VIEW)).status_code
+            )
         )
         thread.start()
         time.sleep(0.2)
@@ -516,9 +584,28 @@ def test_wsgi_bad_content_length() -> None:
     start_response: Callable[..., None] = lambda status, headers: started.append(status)  # noqa: E731
 
     payload = c.wsgi(
-        {"REQUEST_METHOD": "POST", "PATH_INFO": "/matomo.php", "CONTENT_LENGTH": "abc", "wsgi.input": None},
+        {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/matomo.php",
+            "CONTENT_LENGTH": "abc",
+            "wsgi.input": None,
+        },
         start_response,
     )
 
     assert started == ["400 Bad Request"]
     assert payload == [b"Matomo collector"]
+
+
+def test_body_limit_answers_413() -> None:
+    c = collector()
+    c.limit_body(100)
+    small, big = bulk(PAGE_VIEW), bulk(*[PAGE_VIEW] * 5)
+
+    statuses = [c.handle("POST", "/matomo.php", "", body)[0] for body in (small, big)]
+    c.limit_body(None)
+    statuses.append(c.handle("POST", "/matomo.php", "", big)[0])
+
+    assert statuses == [200, 413, 200]
+    assert c.answered == [200, 413, 200]
+    assert len(c.hits) == 6

@@ -65,6 +65,7 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("anonymize_ip", "1", "'1'"),
     ("redact_query_params", "password", "'password'"),
     ("redact_query_params", [1], "[1]"),
+    ("redact_query", "password", "'password'"),
     ("dimensions", [(1, "x")], "[(1, 'x')]"),
     ("dimensions", {0: "x"}, "{0: 'x'}"),
     ("dimensions", {1: 2}, "{1: 2}"),
@@ -151,7 +152,11 @@ def test_defaults() -> None:
     assert config.token_auth is None
     assert config.ignore_methods == frozenset({"OPTIONS", "HEAD"})
     assert config.redact_query_params == DEFAULT_REDACTED_QUERY_PARAMS
-    assert (config.batch_max_hits, config.batch_max_bytes, config.batch_max_age) == (100, 524288, 1.0)
+    assert (config.batch_max_hits, config.batch_max_bytes, config.batch_max_age) == (
+        100,
+        524288,
+        1.0,
+    )
     assert (config.queue_max_hits, config.queue_max_bytes) == (10_000, 32 * 1024 * 1024)
     assert (config.timeout, config.shutdown_timeout, config.backoff_max) == (5.0, 5.0, 60.0)
     assert config.max_hit_age == 23 * 3600
@@ -241,3 +246,44 @@ ENDPOINTS = [
 def test_endpoint_url(url: str, endpoint: str) -> None:
     assert endpoint_url(url) == endpoint
     assert TrackingConfig(url=url).endpoint == endpoint
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("ai", "'ai'"), (["ai", "robots"], "['ai', 'robots']"), (3, "3")],
+    ids=["a-string", "unknown-category", "an-int"],
+)
+def test_ignore_bots_categories_refused(value: Any, shown: str) -> None:
+    with pytest.raises(ValueError, match="ignore_bots=") as caught:
+        TrackingConfig(url=MATOMO, ignore_bots=value)
+
+    assert str(caught.value).startswith(
+        f"ignore_bots={shown} is invalid: expected True, False, or bot categories to skip: ai, "
+    )
+
+
+def test_ignore_bots_categories_accepted() -> None:
+    config = TrackingConfig(url=MATOMO, ignore_bots=["ai", "seo"])
+
+    assert config.ignore_bots == frozenset({"ai", "seo"})
+    assert TrackingConfig(url=MATOMO, ignore_bots=True).ignore_bots is True
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://matomo.example.org/matomo.php?token_auth={TOKEN}",
+        f"https://matomo.example.org/?x=1&%20Token_Auth%20={TOKEN}",
+    ],
+    ids=["plain", "encoded-name"],
+)
+@pytest.mark.parametrize("key", ["url", "base_url"])
+def test_token_in_a_url_is_refused_and_not_shown(key: str, url: str) -> None:
+    kwargs: dict[str, Any] = {"url": MATOMO, key: url}
+
+    with pytest.raises(ValueError, match="token_auth") as caught:
+        TrackingConfig(**kwargs)
+
+    assert str(caught.value) == (
+        f"{key}='***' is invalid: expected a URL without token_auth: pass it as token_auth=..."
+    )

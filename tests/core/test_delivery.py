@@ -23,8 +23,8 @@ from matomo_tracking import (
     encode_hit,
 )
 from matomo_tracking.delivery import backoff_delay, parse_retry_after
-from matomo_tracking.wire import EncodedHit
 from matomo_tracking.testing import Collector
+from matomo_tracking.wire import EncodedHit
 from tests.core.builders import MATOMO, NOW, TOKEN
 
 HOUR = 3600.0
@@ -77,8 +77,24 @@ def test_success_with_counts() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"not json", b"[1, 2]", b'{"status": "success"}', b'{"tracked": "3"}', b'{"tracked": true}', b"\xff"],
-    ids=["empty-204", "not-json", "json-list", "no-counts", "string-count", "bool-count", "not-utf8"],
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"status": "success"}',
+        b'{"tracked": "3"}',
+        b'{"tracked": true}',
+        b"\xff",
+    ],
+    ids=[
+        "empty-204",
+        "not-json",
+        "json-list",
+        "no-counts",
+        "string-count",
+        "bool-count",
+        "not-utf8",
+    ],
 )
 def test_success_without_counts_is_unconfirmed(body: bytes) -> None:
     d, stats = delivery(encoded(3))
@@ -168,7 +184,16 @@ def test_backoff_grows_until_the_cap_and_resets_after_success() -> None:
         ("soon", 0.25),
         ("²", 0.25),
     ],
-    ids=["seconds", "padded", "zero", "capped", "http-date", "past-date", "garbage", "unicode-digit"],
+    ids=[
+        "seconds",
+        "padded",
+        "zero",
+        "capped",
+        "http-date",
+        "past-date",
+        "garbage",
+        "unicode-digit",
+    ],
 )
 def test_retry_after_is_a_floor(retry_after: str, seconds: float) -> None:
     d, _ = delivery(encoded(1))
@@ -239,7 +264,12 @@ def test_too_large_single_hit_is_dropped() -> None:
 
 
 REFUSALS = [
-    (400, None, "Matomo answered HTTP 400: the request was refused as malformed; 2 hit(s) dropped, not retried"),
+    (
+        400,
+        None,
+        "Matomo answered HTTP 400: the request was refused as malformed; 2 hit(s) dropped, "
+        "not retried",
+    ),
     (
         401,
         None,
@@ -258,7 +288,12 @@ REFUSALS = [
         "Matomo answered HTTP 404: no Matomo at this URL: check url (the base URL or its "
         "matomo.php); 2 hit(s) dropped, not retried",
     ),
-    (405, None, "Matomo answered HTTP 405: this URL does not accept POST: check url; 2 hit(s) dropped, not retried"),
+    (
+        405,
+        None,
+        "Matomo answered HTTP 405: this URL does not accept POST: check url; 2 hit(s) dropped, "
+        "not retried",
+    ),
     (418, None, "Matomo answered HTTP 418: the request was refused; 2 hit(s) dropped, not retried"),
     (
         301,
@@ -276,8 +311,12 @@ REFUSALS = [
 ]
 
 
-@pytest.mark.parametrize(("status", "location", "error"), REFUSALS, ids=[str(r[0]) for r in REFUSALS])
-def test_refusals_are_dropped_with_a_clear_error(status: int, location: str | None, error: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "location", "error"), REFUSALS, ids=[str(r[0]) for r in REFUSALS]
+)
+def test_refusals_are_dropped_with_a_clear_error(
+    status: int, location: str | None, error: str
+) -> None:
     d, stats = delivery(encoded(2), token=TOKEN)
     send(d)
 
@@ -305,7 +344,8 @@ def test_hits_older_than_max_hit_age_are_dropped_without_a_token() -> None:
     snapshot = stats.snapshot()
     assert snapshot.dropped == {"too_old": 2}
     assert snapshot.last_error == (
-        "dropped 2 hit(s) older than 82800 s: Matomo refuses hits older than 24 h without token_auth"
+        "dropped 2 hit(s) older than 82800 s: Matomo refuses hits older than 24 h without "
+        "token_auth"
     )
 
 
@@ -515,3 +555,118 @@ def test_the_collector_records_resent_hits_when_they_happened() -> None:
     assert (status, json.loads(payload)) == (200, {"status": "success", "tracked": 1, "invalid": 1})
     assert collector.hits[0].recorded_at == NOW - 60
     assert collector.invalid[0][1] == "custom timestamp older than 24 h requires token_auth"
+
+
+# -- logging an outage once, suspending and handing back ---------------------------------------
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "matomo_tracking.delivery" and r.levelname == "WARNING"
+    ]
+
+
+def test_an_outage_is_warned_about_once_until_recovery(caplog: pytest.LogCaptureFixture) -> None:
+    d, stats = delivery(encoded(1))
+    for _ in range(3):
+        send(d)
+        d.answered(Answer(503), NOW)
+        d.next_step(NOW, 0.5)
+    send(d)
+    d.failed(TransportError.CONNECT, "refused", NOW)
+    d.next_step(NOW, 0.5)
+    send(d)
+    d.answered(Answer(200, counts(1)), NOW)
+    again = BatchDelivery(encoded(1), TrackingConfig(url=MATOMO), stats)  # the next batch
+    send(again)
+    again.answered(Answer(503), NOW)
+
+    assert warnings_of(caplog) == [
+        "matomo: Matomo answered HTTP 503; retrying 1 hit(s) (attempt 2)",
+        "matomo: could not reach Matomo (connect: refused); retrying 1 hit(s) (attempt 5)",
+        "matomo: Matomo answered HTTP 503; retrying 1 hit(s) (attempt 2)",
+    ]
+    assert "matomo: Matomo accepts hits again" in [r.getMessage() for r in caplog.records]
+    assert stats.retried == 5
+
+
+def test_unconfirmed_hits_are_explained_once(caplog: pytest.LogCaptureFixture) -> None:
+    stats = StatsRecorder()
+
+    stats.unconfirmed_hits(3, 3)
+    stats.unconfirmed_hits(1, 2)
+
+    infos = [r for r in caplog.records if r.levelname == "INFO" and "confirmed" in r.getMessage()]
+    assert [r.getMessage() for r in infos] == [
+        "matomo: Matomo's answer confirmed 0 of 3 hit(s) (not resent; a Matomo with "
+        "QueuedTracking, or a proxy answering for it, gives no counts; see stats().unconfirmed)"
+    ]
+    assert stats.unconfirmed == 4
+
+
+def test_queue_full_warning_at_most_once_a_minute() -> None:
+    budget = QueueBudget(max_hits=1, max_bytes=10)
+
+    assert [budget.warning_due(t) for t in (100.0, 120.0, 159.9, 160.0, 161.0)] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert budget.warning_due(200.0, interval=10.0) is True
+
+
+def test_suspend_and_resume_keep_the_split_and_the_backoff() -> None:
+    config = TrackingConfig(url=MATOMO)
+    stats = StatsRecorder()
+    d = BatchDelivery(encoded(4), config, stats)
+    send(d)
+    d.answered(Answer(413), NOW)
+    send(d)
+    d.answered(Answer(503), NOW)
+    assert isinstance(d.next_step(NOW, 0.5), Sleep)
+
+    batches, attempt = d.suspend()
+
+    assert [len(b) for b in batches] == [2, 2]
+    assert attempt == 1
+    assert d.remaining == 0
+    assert d.next_step(NOW, 0.5) is None
+    resumed = BatchDelivery.resume([*batches, []], attempt, config, stats)
+    assert resumed.remaining == 4
+    assert send(resumed).count == 2
+    resumed.answered(Answer(503), NOW)
+    assert resumed.next_step(NOW, 0.5) == Sleep(0.5)  # attempt 1 -> 0.5 x 2**1 x 0.5
+    assert BatchDelivery.resume([], -3, config, stats).next_step(NOW, 0.5) is None
+
+
+def test_suspend_while_in_flight_is_refused() -> None:
+    d, _ = delivery(encoded(1))
+    send(d)
+
+    with pytest.raises(RuntimeError, match="answer the previous Send first"):
+        d.suspend()
+
+
+def test_take_remaining_hands_back_uncounted() -> None:
+    hits = encoded(3)
+    d, stats = delivery(hits)
+    send(d)
+    d.answered(Answer(413), NOW)
+
+    assert d.take_remaining() == hits
+    assert d.remaining == 0
+    assert d.next_step(NOW, 0.5) is None
+    assert stats.snapshot().dropped == {}
+
+
+def test_send_repr_hides_the_body_with_the_token() -> None:
+    d, _ = delivery(encoded(1), token=TOKEN)
+
+    step = send(d)
+
+    assert TOKEN.encode() in step.body
+    assert TOKEN not in repr(step)

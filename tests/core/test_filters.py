@@ -14,7 +14,9 @@ from tests.core.builders import CHROME, config, scope
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 
-def request(path: str = "/", *, method: str = "GET", ua: str = CHROME, **headers: str) -> RequestView:
+def request(
+    path: str = "/", *, method: str = "GET", ua: str = CHROME, **headers: str
+) -> RequestView:
     pairs = [(b"host", b"example.org"), (b"user-agent", ua.encode())]
     pairs += [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
     return request_from_asgi(scope(path, method=method, headers=pairs))
@@ -38,7 +40,9 @@ PATHS = [
 @pytest.mark.parametrize(
     ("path", "prefixes", "ignored"), PATHS, ids=[f"{p} {list(x)}" for p, x, _ in PATHS]
 )
-def test_path_is_ignored_is_segment_aware(path: str, prefixes: tuple[str, ...], ignored: bool) -> None:
+def test_path_is_ignored_is_segment_aware(
+    path: str, prefixes: tuple[str, ...], ignored: bool
+) -> None:
     assert path_is_ignored(path, prefixes) is ignored
 
 
@@ -61,7 +65,9 @@ PATTERNS = [
 ]
 
 
-@pytest.mark.parametrize(("pattern", "path", "ignored"), PATTERNS, ids=[f"{p} {x}" for p, x, _ in PATTERNS])
+@pytest.mark.parametrize(
+    ("pattern", "path", "ignored"), PATTERNS, ids=[f"{p} {x}" for p, x, _ in PATTERNS]
+)
 def test_ignore_patterns_full_match(pattern: str, path: str, ignored: bool) -> None:
     filters = Filters(config(ignore_patterns=[pattern, r"/never"]))
 
@@ -80,15 +86,27 @@ METHODS = [
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "method", "reason"), METHODS, ids=[f"{k}-{m}" for k, m, _ in METHODS])
+@pytest.mark.parametrize(
+    ("kwargs", "method", "reason"), METHODS, ids=[f"{k}-{m}" for k, m, _ in METHODS]
+)
 def test_methods(kwargs: dict[str, Any], method: str, reason: str | None) -> None:
     assert Filters(config(**kwargs)).skip_request(request(method=method.lower()), 0.0) == reason
 
 
 REQUESTS: list[tuple[str, dict[str, Any], RequestView, str | None]] = [
     ("ordinary", {}, request(), None),
-    ("agent-pattern", {"ignore_user_agents": ["uptime", r"^curl/"]}, request(ua="UptimeMonitor/1.0"), "user_agent"),
-    ("agent-pattern-case-insensitive", {"ignore_user_agents": ["^CURL/"]}, request(ua="curl/8.5.0"), "user_agent"),
+    (
+        "agent-pattern",
+        {"ignore_user_agents": ["uptime", r"^curl/"]},
+        request(ua="UptimeMonitor/1.0"),
+        "user_agent",
+    ),
+    (
+        "agent-pattern-case-insensitive",
+        {"ignore_user_agents": ["^CURL/"]},
+        request(ua="curl/8.5.0"),
+        "user_agent",
+    ),
     ("agent-pattern-not-matching", {"ignore_user_agents": ["^curl/"]}, request(ua="xcurl/1"), None),
     ("bots-ignored", {"ignore_bots": True}, request(ua=GOOGLEBOT), "bot"),
     ("bots-ignored-browser", {"ignore_bots": True}, request(), None),
@@ -98,11 +116,18 @@ REQUESTS: list[tuple[str, dict[str, Any], RequestView, str | None]] = [
     ("dnt-not-respected", {}, request(dnt="1"), None),
     ("gpc-respected", {"respect_gpc": True}, request(sec_gpc=" 1 "), "gpc"),
     ("gpc-not-respected", {"respect_dnt": True}, request(sec_gpc="1"), None),
-    ("path-before-agent", {"ignore_paths": ["/x"], "ignore_bots": True}, request("/x", ua=GOOGLEBOT), "path"),
+    (
+        "path-before-agent",
+        {"ignore_paths": ["/x"], "ignore_bots": True},
+        request("/x", ua=GOOGLEBOT),
+        "path",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "view", "reason"), [r[1:] for r in REQUESTS], ids=[r[0] for r in REQUESTS])
+@pytest.mark.parametrize(
+    ("kwargs", "view", "reason"), [r[1:] for r in REQUESTS], ids=[r[0] for r in REQUESTS]
+)
 def test_skip_request(kwargs: dict[str, Any], view: RequestView, reason: str | None) -> None:
     assert Filters(config(**kwargs)).skip_request(view, 0.0) == reason
 
@@ -117,7 +142,9 @@ SAMPLES = [
 ]
 
 
-@pytest.mark.parametrize(("rate", "draw", "reason"), SAMPLES, ids=[f"rate={r}-draw={d}" for r, d, _ in SAMPLES])
+@pytest.mark.parametrize(
+    ("rate", "draw", "reason"), SAMPLES, ids=[f"rate={r}-draw={d}" for r, d, _ in SAMPLES]
+)
 def test_sampling_from_injected_draws(rate: float, draw: float, reason: str | None) -> None:
     assert Filters(config(sample_rate=rate)).skip_request(request(), draw) == reason
 
@@ -152,3 +179,39 @@ RESPONSES = [
 )
 def test_skip_response(kwargs: dict[str, Any], response: ResponseView, reason: str | None) -> None:
     assert Filters(config(**kwargs)).skip_response(response) == reason
+
+
+BOT_CATEGORIES = [
+    (["ai"], "Mozilla/5.0 (compatible; GPTBot/1.2; +https://openai.com/gptbot)", "bot"),
+    (["ai"], GOOGLEBOT, None),
+    (["search", "monitor"], GOOGLEBOT, "bot"),
+    (["search"], CHROME, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("categories", "ua", "reason"),
+    BOT_CATEGORIES,
+    ids=["ai-skipped", "search-kept", "search-skipped", "browser"],
+)
+def test_ignore_bot_categories(categories: list[str], ua: str, reason: str | None) -> None:
+    filters = Filters(config(ignore_bots=categories))
+
+    assert filters.skip_request(request(ua=ua), 0.0) == reason
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"x_do_not_track": "1"}, "dnt"),
+        ({"dnt": "0, 1"}, "dnt"),
+        ({"dnt": "0,0"}, None),
+        ({"sec_gpc": "0, 1"}, "gpc"),
+        ({"dnt": ""}, None),
+    ],
+    ids=["x-do-not-track", "repeated-dnt", "repeated-zero", "repeated-gpc", "empty"],
+)
+def test_privacy_signals_in_repeated_headers(headers: dict[str, str], reason: str | None) -> None:
+    filters = Filters(config(respect_dnt=True, respect_gpc=True))
+
+    assert filters.skip_request(request(**headers), 0.0) == reason

@@ -132,9 +132,7 @@ EXPECTED: dict[str, Expected] = {
         headers={"user-agent": UA, "content-type": "application/x-www-form-urlencoded"},
         asgi_headers={"content-length": "7"},
     ),
-    "stripped_by_proxy": Expected(
-        "/items/1", "/api/items/1", query="a=%C3%A9", root_path="/api"
-    ),
+    "stripped_by_proxy": Expected("/items/1", "/api/items/1", query="a=%C3%A9", root_path="/api"),
     "root_of_mount": Expected("/", "/api/", root_path="/api"),
     "under_script_name": Expected("/items/é", "/app/items/%C3%A9", query="x=1", root_path="/app"),
     "script_name_itself": Expected("/", "/app", root_path="/app"),

@@ -243,9 +243,17 @@ CASES = [
         },
     ),
     # -- peers, hosts and servers --------------------------------------------------------
-    Case("ipv6-peer", asgi(client=("2001:db8::1", 1)), {"cid": keyed_visitor_id("2001:db8::1", FIREFOX)}),
+    Case(
+        "ipv6-peer",
+        asgi(client=("2001:db8::1", 1)),
+        {"cid": keyed_visitor_id("2001:db8::1", FIREFOX)},
+    ),
     Case("ipv4-mapped-ipv6-peer", asgi(client=("::ffff:203.0.113.7", 1)), {}),
-    Case("wsgi-ipv6-peer", wsgi(remote_addr="2001:db8::1"), {"cid": keyed_visitor_id("2001:db8::1", FIREFOX)}),
+    Case(
+        "wsgi-ipv6-peer",
+        wsgi(remote_addr="2001:db8::1"),
+        {"cid": keyed_visitor_id("2001:db8::1", FIREFOX)},
+    ),
     Case(
         "no-client-no-server-no-host",
         asgi(headers=ua_only(), client=None, server=None),
@@ -345,7 +353,12 @@ CASES = [
         config={"token_auth": TOKEN},
     ),
     # -- identity -------------------------------------------------------------------------
-    Case("token-sends-cip-not-a-keyed-id", asgi(), {"cip": PEER, "cid": None}, config={"token_auth": TOKEN}),
+    Case(
+        "token-sends-cip-not-a-keyed-id",
+        asgi(),
+        {"cip": PEER, "cid": None},
+        config={"token_auth": TOKEN},
+    ),
     Case(
         "token-and-pk-id-cookie",
         asgi(extra_headers=[(b"cookie", PK_COOKIE)]),
@@ -380,15 +393,21 @@ CASES = [
     # -- pf_srv -----------------------------------------------------------------------------
     Case("pf-srv-rounded-down", asgi(), {"pf_srv": "12"}, response=ResponseView(200, ttfb_ms=12.4)),
     Case("pf-srv-rounded-up", asgi(), {"pf_srv": "13"}, response=ResponseView(200, ttfb_ms=12.6)),
-    Case("pf-srv-negative-is-zero", asgi(), {"pf_srv": "0"}, response=ResponseView(200, ttfb_ms=-3.0)),
+    Case(
+        "pf-srv-negative-is-zero", asgi(), {"pf_srv": "0"}, response=ResponseView(200, ttfb_ms=-3.0)
+    ),
     Case(
         "pf-srv-at-the-limit",
         asgi(),
         {"pf_srv": "16777215"},
         response=ResponseView(200, ttfb_ms=16777215.2),
     ),
-    Case("pf-srv-over-the-limit-omitted", asgi(), {}, response=ResponseView(200, ttfb_ms=16777216.0)),
-    Case("pf-srv-not-a-number-omitted", asgi(), {}, response=ResponseView(200, ttfb_ms=float("nan"))),
+    Case(
+        "pf-srv-over-the-limit-omitted", asgi(), {}, response=ResponseView(200, ttfb_ms=16777216.0)
+    ),
+    Case(
+        "pf-srv-not-a-number-omitted", asgi(), {}, response=ResponseView(200, ttfb_ms=float("nan"))
+    ),
     # -- truncation ----------------------------------------------------------------------
     Case(
         "url-cut-to-1024-bytes-on-an-escape-boundary",
@@ -443,25 +462,25 @@ CASES = [
     # -- host pinning -----------------------------------------------------------------------
     Case(
         "allowed-hosts-unknown-host-pinned-to-first",
-        asgi(headers=default_headers()[1:] + [(b"host", b"evil.example")]),
+        asgi(headers=[*default_headers()[1:], (b"host", b"evil.example")]),
         {"url": "http://example.org/"},
         config={"allowed_hosts": ["Example.org", "*.example.com"]},
     ),
     Case(
         "allowed-hosts-wildcard-with-port",
-        asgi(headers=default_headers()[1:] + [(b"host", b"shop.example.com:8080")]),
+        asgi(headers=[*default_headers()[1:], (b"host", b"shop.example.com:8080")]),
         {"url": "http://shop.example.com:8080/"},
         config={"allowed_hosts": ["example.org", "*.example.com"]},
     ),
     Case(
         "allowed-hosts-first-is-a-wildcard",
-        asgi(headers=default_headers()[1:] + [(b"host", b"evil.example")]),
+        asgi(headers=[*default_headers()[1:], (b"host", b"evil.example")]),
         {"url": "http://example.com/"},
         config={"allowed_hosts": ["*.example.com"]},
     ),
     Case(
         "base-url-pins-scheme-and-host",
-        asgi("/items", query=b"x=1", headers=default_headers()[1:] + [(b"host", b"evil.example")]),
+        asgi("/items", query=b"x=1", headers=[*default_headers()[1:], (b"host", b"evil.example")]),
         {"url": "https://www.example.org/items?x=1", "action_name": "/items"},
         config={"base_url": "https://www.example.org/"},
     ),
@@ -518,7 +537,10 @@ CASES = [
         "user-id-and-action-name-hooks",
         asgi("/p", extra_headers=[(b"x-user", b"alice")]),
         {"uid": "alice", "action_name": "Page /p", "url": "http://example.org/p"},
-        config={"user_id": lambda r: r.header("x-user") or None, "action_name": lambda r: f"Page {r.path}"},
+        config={
+            "user_id": lambda r: r.header("x-user") or None,
+            "action_name": lambda r: f"Page {r.path}",
+        },
     ),
     Case(
         "raising-hooks-are-ignored",
@@ -532,7 +554,12 @@ CASES = [
         {"action_name": "/p", "url": "http://example.org/p"},
         config={"user_id": lambda r: "   "},
     ),
-    Case("route-is-the-default-action-name", asgi("/items/7"), {"action_name": "/items/{id}", "url": "http://example.org/items/7"}, route="/items/{id}"),
+    Case(
+        "route-is-the-default-action-name",
+        asgi("/items/7"),
+        {"action_name": "/items/{id}", "url": "http://example.org/items/7"},
+        route="/items/{id}",
+    ),
     Case(
         "handler-overrides",
         asgi(extra_headers=[(b"referer", b"https://example.org/")]),
@@ -552,7 +579,12 @@ CASES = [
     Case(
         "site-id-callable",
         asgi("/shop/cart"),
-        {"idsite": "7", "action_name": "/shop/cart", "url": "http://example.org/shop/cart", "cid": keyed_visitor_id(PEER, FIREFOX, site=7)},
+        {
+            "idsite": "7",
+            "action_name": "/shop/cart",
+            "url": "http://example.org/shop/cart",
+            "cid": keyed_visitor_id(PEER, FIREFOX, site=7),
+        },
         config={"site_id": lambda r: 7 if r.path.startswith("/shop") else 1},
         sites=(1, 7),
     ),
@@ -592,11 +624,27 @@ def test_there_are_enough_request_shapes() -> None:
 COOKIES = [
     ("js-tracker-cookie", "_pk_id.1.2a0b=0123456789abcdef.1700000000.", "0123456789abcdef"),
     ("uri-encoded-value", "_pk_id.1.2a0b=0123456789abcdef%2E1700000000%2E", "0123456789abcdef"),
-    ("matomo-3-cookie", "_pk_id.1.2a0b=0123456789abcdef.1500000000.4.1500000000.1500000000.", "0123456789abcdef"),
-    ("after-other-cookies", "a=1; b=2; _pk_id.1.8809=fedcba9876543210.1700000000.", "fedcba9876543210"),
-    ("after-a-malformed-cookie", 'bad"cookie; =x; _pk_id.1.2a0b=0123456789abcdef.1.', "0123456789abcdef"),
+    (
+        "matomo-3-cookie",
+        "_pk_id.1.2a0b=0123456789abcdef.1500000000.4.1500000000.1500000000.",
+        "0123456789abcdef",
+    ),
+    (
+        "after-other-cookies",
+        "a=1; b=2; _pk_id.1.8809=fedcba9876543210.1700000000.",
+        "fedcba9876543210",
+    ),
+    (
+        "after-a-malformed-cookie",
+        'bad"cookie; =x; _pk_id.1.2a0b=0123456789abcdef.1.',
+        "0123456789abcdef",
+    ),
     ("quoted-value", '_pk_id.1.2a0b="0123456789abcdef.1700000000."', "0123456789abcdef"),
-    ("first-valid-of-two", "_pk_id.1.aaaa=nothex!!nothex!!.1.; _pk_id.1.bbbb=0123456789abcdef.1.", "0123456789abcdef"),
+    (
+        "first-valid-of-two",
+        "_pk_id.1.aaaa=nothex!!nothex!!.1.; _pk_id.1.bbbb=0123456789abcdef.1.",
+        "0123456789abcdef",
+    ),
     ("non-hex", "_pk_id.1.2a0b=0123456789abcdeg.1700000000.", None),
     ("too-short", "_pk_id.1.2a0b=0123456789abcde.1700000000.", None),
     ("too-long", "_pk_id.1.2a0b=0123456789abcdef0.1700000000.", None),
@@ -608,7 +656,9 @@ COOKIES = [
 ]
 
 
-@pytest.mark.parametrize(("cookie", "visitor"), [c[1:] for c in COOKIES], ids=[c[0] for c in COOKIES])
+@pytest.mark.parametrize(
+    ("cookie", "visitor"), [c[1:] for c in COOKIES], ids=[c[0] for c in COOKIES]
+)
 def test_pk_id_cookie(cookie: str, visitor: str | None) -> None:
     request = asgi(extra_headers=[(b"cookie", cookie.encode())])
 
@@ -722,7 +772,9 @@ def test_for_config_uses_the_configured_salt() -> None:
     assert hit.params["cid"] == BASE["cid"]
 
 
-def test_for_config_without_salt_warns_only_when_ids_matter(caplog: pytest.LogCaptureFixture) -> None:
+def test_for_config_without_salt_warns_only_when_ids_matter(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from matomo_tracking import HitBuilder
     from tests.core.builders import config
 
@@ -743,3 +795,150 @@ def test_uadata_is_json_with_header_style_keys() -> None:
     (hit,) = builder().build(request, OK, None, now=NOW, rng=FixedRandom())
 
     assert json.loads(hit.params["uadata"]) == {"x-requested-with": "com.example.app"}
+
+
+# -- redaction beyond the page's own query ---------------------------------------------------
+
+
+def _redact_hook(name: str) -> bool:
+    return name.startswith("utm_")
+
+
+REDACTIONS = [
+    (
+        "referrer-query",
+        {},
+        [(b"referer", b"https://example.org/reset?token=abc&next=%2F")],
+        None,
+        {"urlref": "https://example.org/reset?token=REDACTED&next=%2F"},
+    ),
+    (
+        "referrer-fragment",
+        {},
+        [(b"referer", b"https://example.org/cb#access_token=abc&state=1")],
+        None,
+        {"urlref": "https://example.org/cb#access_token=REDACTED&state=1"},
+    ),
+    (
+        "referrer-fragment-route",
+        {},
+        [(b"referer", b"https://example.org/#/login?password=x&u=1")],
+        None,
+        {"urlref": "https://example.org/#/login?password=REDACTED&u=1"},
+    ),
+    (
+        "hook-on-the-page-url",
+        {"redact_query": _redact_hook},
+        [],
+        b"utm_source=news&q=1&password=x",
+        {"url": "http://example.org/?utm_source=REDACTED&q=1&password=REDACTED"},
+    ),
+    (
+        "hook-that-raises-redacts",
+        {"redact_query": _raise},
+        [(b"referer", b"https://ref.example/?q=1")],
+        b"q=1&x",
+        {"url": "http://example.org/?q=REDACTED&x", "urlref": "https://ref.example/?q=REDACTED"},
+    ),
+    (
+        "nothing-to-redact",
+        {},
+        [(b"referer", b"https://ref.example/plain")],
+        None,
+        {"urlref": "https://ref.example/plain"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "headers", "query", "expect"),
+    [r[1:] for r in REDACTIONS],
+    ids=[r[0] for r in REDACTIONS],
+)
+def test_redaction(
+    kwargs: dict[str, Any],
+    headers: list[tuple[bytes, bytes]],
+    query: bytes | None,
+    expect: dict[str, str],
+) -> None:
+    request = asgi(query=query or b"", extra_headers=headers)
+
+    (hit,) = builder(**kwargs).build(request, OK, None, now=NOW, rng=FixedRandom())
+
+    assert {k: hit.params.get(k) for k in expect} == expect
+
+
+def test_handler_url_is_redacted_and_cut() -> None:
+    hits_builder = builder()
+    context = hits_builder.new_context()
+    context.url = "https://example.org/x?password=p&q=" + "é" * 600
+
+    (hit,) = hits_builder.build(asgi(), OK, context, now=NOW, rng=FixedRandom())
+
+    assert hit.params["url"].startswith("https://example.org/x?password=REDACTED&q=éé")
+    assert len(hit.params["url"].encode()) <= 1024
+
+
+# -- identity corner cases -------------------------------------------------------------------
+
+
+def test_token_with_a_forced_visitor_id_and_no_peer() -> None:
+    hits_builder = builder(token_auth=TOKEN)
+    context = hits_builder.new_context()
+    context.set_visitor_id("00000000000000ff")
+
+    (hit,) = hits_builder.build(asgi(client=None), OK, context, now=NOW, rng=FixedRandom())
+
+    assert "cip" not in hit.params
+    assert hit.params["cid"] == "00000000000000ff"
+    assert_accepted([hit], token_auth=TOKEN)
+
+
+def test_no_user_agent() -> None:
+    (hit,) = builder().build(
+        asgi(headers=[(b"host", b"example.org")]), OK, None, now=NOW, rng=FixedRandom()
+    )
+
+    assert "ua" not in hit.params
+    assert hit.params["cid"] == keyed_visitor_id(PEER, "")
+
+
+def test_keyed_ids_are_remembered_within_bounds() -> None:
+    hits_builder = builder()
+    long_ua = "Mozilla/5.0 " + "x" * 600
+    rng = FixedRandom()
+
+    ids = {
+        hits_builder.build(
+            asgi(client=(f"10.0.{i // 256}.{i % 256}", 1)), OK, None, now=NOW, rng=rng
+        )[0].params["cid"]
+        for i in range(4100)
+    }
+    (long_agent,) = hits_builder.build(
+        asgi(headers=[(b"host", b"example.org"), (b"user-agent", long_ua.encode())]),
+        OK,
+        None,
+        now=NOW,
+        rng=rng,
+    )
+
+    assert len(ids) == 4100
+    assert long_agent.params["cid"] == keyed_visitor_id(PEER, long_ua[:1024])
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "url"),
+    [
+        (b"[::1]:8080", ["[::1]"], "http://[::1]:8080/"),
+        (b"[::2]", ["[::1]"], "http://[::1]/"),
+        (b"EXAMPLE.com", ["*.example.com"], "http://example.com/"),
+        (b"a.b.example.com", ["*.example.com"], "http://a.b.example.com/"),
+        (b"badexample.com", ["*.example.com"], "http://example.com/"),
+    ],
+)
+def test_allowed_hosts(host: bytes, allowed: list[str], url: str) -> None:
+    request = asgi(headers=[(b"host", host), (b"user-agent", FIREFOX.encode())])
+
+    (hit,) = builder(allowed_hosts=allowed).build(request, OK, None, now=NOW, rng=FixedRandom())
+
+    assert hit.params["url"] == url

@@ -133,9 +133,15 @@ ORIGINS: list[tuple[str, RequestView, Origin]] = [
         Origin("203.0.113.9", "https", "example.org"),
     ),
     (
-        "forwarded-wins-over-xff",
+        # A proxy adds one of the two and passes the other on from the client: believe neither.
+        "forwarded-and-xff-disagree",
         view(forwarded="for=203.0.113.9", x_forwarded_for="198.51.100.1"),
-        Origin("203.0.113.9", "http", "example.org"),
+        Origin("10.0.0.2", "http", "example.org"),
+    ),
+    (
+        "forwarded-and-xff-agree",
+        view(forwarded="for=203.0.113.9;proto=https", x_forwarded_for="203.0.113.9"),
+        Origin("203.0.113.9", "https", "example.org"),
     ),
     (
         "trusted-ipv6-peer",
@@ -147,11 +153,17 @@ ORIGINS: list[tuple[str, RequestView, Origin]] = [
         view(client="::ffff:11.0.0.1", x_forwarded_for="203.0.113.9"),
         Origin("11.0.0.1", "http", "example.org"),
     ),
-    ("no-peer", view(client=None, x_forwarded_for="203.0.113.9"), Origin(None, "http", "example.org")),
+    (
+        "no-peer",
+        view(client=None, x_forwarded_for="203.0.113.9"),
+        Origin(None, "http", "example.org"),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("request_", "origin"), [o[1:] for o in ORIGINS], ids=[o[0] for o in ORIGINS])
+@pytest.mark.parametrize(
+    ("request_", "origin"), [o[1:] for o in ORIGINS], ids=[o[0] for o in ORIGINS]
+)
 def test_resolve(request_: RequestView, origin: Origin) -> None:
     assert TRUSTED.resolve(request_) == origin
 
@@ -163,7 +175,9 @@ def test_no_trusted_proxies() -> None:
     assert bool(TRUSTED)
     assert proxies.trusts(ipaddress.ip_address("10.0.0.1")) is False
     assert TRUSTED.trusts(None) is False
-    assert proxies.resolve(view(x_forwarded_for="203.0.113.9")) == Origin("10.0.0.2", "http", "example.org")
+    assert proxies.resolve(view(x_forwarded_for="203.0.113.9")) == Origin(
+        "10.0.0.2", "http", "example.org"
+    )
 
 
 @pytest.mark.parametrize(
@@ -207,7 +221,14 @@ def test_valid_visitor_id() -> None:
         ("_pk_ses.1.ab12=1", 1, None),
         ("", 1, None),
     ],
-    ids=["site-1", "site-12", "site-prefix-is-not-a-match", "cookie-error", "other-cookie", "empty"],
+    ids=[
+        "site-1",
+        "site-12",
+        "site-prefix-is-not-a-match",
+        "cookie-error",
+        "other-cookie",
+        "empty",
+    ],
 )
 def test_pk_visitor_id(header: str, site: int, visitor: str | None) -> None:
     assert pk_visitor_id(header, site) == visitor
@@ -253,6 +274,7 @@ def test_truncate_bytes(value: str, limit: int, result: str) -> None:
         ("http://e/a%C3%A9", 15, "http://e/a"),  # no half character written as escapes
         ("http://e/%E2%82%AC%E2%82%AC", 24, "http://e/%E2%82%AC"),
         ("http://e/?q=é", 13, "http://e/?q="),
+        ("http://e/%41%%C3%A9", 15, "http://e/%41"),  # a literal "%" before the cut goes too
     ],
 )
 def test_truncate_url(value: str, limit: int, result: str) -> None:
@@ -266,3 +288,32 @@ def test_truncate_chars_and_clean_text() -> None:
     assert clean_text("  x  ", 10) == "x"
     assert clean_text("\u2028a\u2028b\u00a0c\u00a0", 100) == "a\u2028b\u00a0c"  # only C0 and DEL go
     assert clean_text("abcdef", 3) == "abc"
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("example.org:8080", "example.org:8080"),
+        ("example.org:65536", "example.org"),
+        ("[2001:db8::1]:443", "[2001:db8::1]:443"),
+        ("[not:an:address::x]", "example.org"),
+        ("[1.2.3.4]", "example.org"),
+        ("exa mple.org", "example.org"),
+        ("x" * 256, "example.org"),
+    ],
+)
+def test_host_header_validation(host: str, expected: str) -> None:
+    request = RequestView("GET", "http", "/", "/", "", {"host": host}, server=("example.org", 80))
+
+    assert TrustedProxies([]).resolve(request).host == expected
+
+
+def test_peers_are_remembered_within_bounds() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"])
+
+    clients = [f"192.0.{i // 256}.{i % 256}" for i in range(4100)] + ["[2001:db8::1]:1" + "0" * 70]
+    origins = [proxies.resolve(view(client=c)) for c in clients]
+
+    assert [o.client_ip for o in origins[:2]] == ["192.0.0.0", "192.0.0.1"]
+    assert origins[-1].client_ip == "2001:db8::1"  # too long to be remembered, still parsed
+    assert proxies.resolve(view(client="192.0.0.1")).client_ip == "192.0.0.1"

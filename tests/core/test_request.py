@@ -54,7 +54,14 @@ ASGI: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "raw_path": "/x",
             "client": "1.2.3.4",
             "server": ("host", "80"),
-            "headers": [(b"ok", b"1"), (b"broken",), None, ("str-name", b"v"), (b"Dup", b"a"), (b"dup", b"b")],
+            "headers": [
+                (b"ok", b"1"),
+                (b"broken",),
+                None,
+                ("str-name", b"v"),
+                (b"Dup", b"a"),
+                (b"dup", b"b"),
+            ],
         },
         {
             "method": "GET",
@@ -70,7 +77,13 @@ ASGI: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ),
     (
         "websocket-schemes",
-        {"type": "websocket", "scheme": "wss", "path": "/ws", "client": ["::1", 5], "server": ["::1", True]},
+        {
+            "type": "websocket",
+            "scheme": "wss",
+            "path": "/ws",
+            "client": ["::1", 5],
+            "server": ["::1", True],
+        },
         {"scheme": "https", "path": "/ws", "client": "::1", "server": ("::1", None)},
     ),
     ("ws-scheme", {"type": "websocket", "scheme": "ws"}, {"scheme": "http"}),
@@ -184,19 +197,37 @@ WSGI: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "HTTP_X_BYTES": b"skipped",
             1: "skipped",
         },
-        {"method": "GET", "scheme": "http", "path": "/", "url_path": "/", "query_string": "",
-         "headers": {}, "client": None, "server": None},
+        {
+            "method": "GET",
+            "scheme": "http",
+            "path": "/",
+            "url_path": "/",
+            "query_string": "",
+            "headers": {},
+            "client": None,
+            "server": None,
+        },
     ),
     (
         "content-type-and-headers",
-        {"CONTENT_TYPE": "text/plain", "CONTENT_LENGTH": "3", "HTTP_X_FORWARDED_FOR": "1.2.3.4", "HTTP_HOST": "h"},
+        {
+            "CONTENT_TYPE": "text/plain",
+            "CONTENT_LENGTH": "3",
+            "HTTP_X_FORWARDED_FOR": "1.2.3.4",
+            "HTTP_HOST": "h",
+        },
         {"headers": {"content-type": "text/plain", "x-forwarded-for": "1.2.3.4", "host": "h"}},
     ),
     ("empty-content-type", {"CONTENT_TYPE": ""}, {"headers": {}}),
     (
         "non-latin1-strings-from-a-non-conforming-server",
         {"HTTP_X_NAME": "€uro", "SCRIPT_NAME": "/€", "PATH_INFO": "/x"},
-        {"headers": {"x-name": "€uro"}, "url_path": "/%E2%82%AC/x", "root_path": "/€", "path": "/x"},
+        {
+            "headers": {"x-name": "€uro"},
+            "url_path": "/%E2%82%AC/x",
+            "root_path": "/€",
+            "path": "/x",
+        },
     ),
     (
         "relative-script-name-and-path-info",
@@ -215,7 +246,11 @@ WSGI: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ),
     (
         "request-uri-proxy-stripped-script-name",
-        {"SCRIPT_NAME": "/app", "PATH_INFO": "/é".encode().decode("latin-1"), "REQUEST_URI": "/%c3%a9?x"},
+        {
+            "SCRIPT_NAME": "/app",
+            "PATH_INFO": "/é".encode().decode("latin-1"),
+            "REQUEST_URI": "/%c3%a9?x",
+        },
         {"url_path": "/app/%c3%a9", "path": "/é"},
     ),
     (
@@ -228,7 +263,11 @@ WSGI: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {"SERVER_NAME": "example.org", "SERVER_PORT": "http"},
         {"server": ("example.org", None)},
     ),
-    ("lowercase-method", {"REQUEST_METHOD": "post", "wsgi.url_scheme": "https"}, {"method": "POST", "scheme": "https"}),
+    (
+        "lowercase-method",
+        {"REQUEST_METHOD": "post", "wsgi.url_scheme": "https"},
+        {"method": "POST", "scheme": "https"},
+    ),
 ]
 
 

@@ -17,7 +17,7 @@ def hit(params: dict[str, str], created: float = NOW) -> EncodedHit:
 
 
 def test_encode_hit() -> None:
-    encoded = hit({"idsite": "1", "action_name": "Café \"quoted\" </script>"})
+    encoded = hit({"idsite": "1", "action_name": 'Café "quoted" </script>'})
 
     assert encoded.data == b'{"idsite":"1","action_name":"Caf\xc3\xa9 \\"quoted\\" </script>"}'
     assert encoded.created == NOW
@@ -29,7 +29,9 @@ def test_bulk_body_exact_bytes() -> None:
 
     body = bulk_body(hits, token_auth=None, now=NOW)
 
-    assert body == b'{"requests":[{"idsite":"1","rec":"1"},{"cdo":"5","idsite":"2"}],"send_image":0}'
+    assert (
+        body == b'{"requests":[{"idsite":"1","rec":"1"},{"cdo":"6","idsite":"2"}],"send_image":0}'
+    )
     assert BULK_HEADERS == {"Content-Type": "application/json"}
 
 
@@ -44,8 +46,26 @@ def test_bulk_body_with_token() -> None:
 
 @pytest.mark.parametrize(
     ("age", "cdo"),
-    [(0.0, None), (0.99, None), (1.0, "1"), (59.9, "59"), (86400.0, "86400"), (-30.0, None)],
-    ids=["now", "under-a-second", "one-second", "truncated", "a-day", "clock-went-back"],
+    [
+        (0.0, None),
+        (0.49, None),
+        (0.99, "1"),
+        (1.0, "1"),
+        (59.4, "59"),
+        (59.9, "60"),
+        (86400.0, "86400"),
+        (-30.0, None),
+    ],
+    ids=[
+        "now",
+        "under-half-a-second",
+        "rounded-up-to-one",
+        "one-second",
+        "rounded-down",
+        "rounded-up",
+        "a-day",
+        "clock-went-back",
+    ],
 )
 def test_cdo_only_when_at_least_one_second_old(age: float, cdo: str | None) -> None:
     body = bulk_body([hit({"idsite": "1"}, created=NOW - age)], token_auth=None, now=NOW)
@@ -91,7 +111,10 @@ def test_token_is_json_escaped() -> None:
 
 def test_the_collector_reads_the_bulk_body() -> None:
     hits = [
-        Hit({"idsite": "1", "rec": "1", "url": "http://example.org/", "cip": "203.0.113.7"}, NOW - 10),
+        Hit(
+            {"idsite": "1", "rec": "1", "url": "http://example.org/", "cip": "203.0.113.7"},
+            NOW - 10,
+        ),
         Hit({"idsite": "1", "rec": "1", "url": "http://example.org/b"}, NOW - 2 * 86400),
     ]
 

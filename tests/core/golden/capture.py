@@ -35,9 +35,7 @@ HERE = Path(__file__).resolve().parent
 # (name, method, target, headers as (name, value) byte pairs, body)
 Request = tuple[str, str, str, list[tuple[bytes, bytes]], bytes]
 
-_UA = (
-    b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
-)
+_UA = b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 REQUESTS: list[Request] = [
     ("root", "GET", "/", [(b"User-Agent", _UA)], b""),
     ("plain", "GET", "/items/1", [(b"User-Agent", _UA), (b"Accept-Language", b"fr-CH")], b""),

@@ -1,0 +1,286 @@
+"""Delivery through Celery, for fleets: web processes batch hits exactly as the thread
+dispatcher does and hand each batch to a Celery task; Celery workers deliver them with the
+core's policy, and while Matomo is down a batch waits in the broker (Celery's retry
+countdown), not in the memory of a web process.
+
+Web processes and workers register the task with the same options, so ``token_auth`` is
+read from each process's own configuration and never travels through the broker (the
+messages carry the hits and their creation times only)::
+
+    # tasks.py, imported by the web app and by the worker
+    from celery import Celery
+    from matomo_wsgi.celery import register_delivery_task
+
+    app = Celery("shop", broker="redis://127.0.0.1:6379/0")
+    matomo = register_delivery_task(
+        app, url="https://matomo.example.org", token_auth=os.environ["MATOMO_TOKEN"]
+    )
+
+    # the web app (WSGI or ASGI middleware alike)
+    from matomo_wsgi.celery import CeleryDispatcher
+    app = MatomoMiddleware(app, url="https://matomo.example.org", site_id=1,
+                           dispatcher=CeleryDispatcher(matomo))
+
+    # the worker
+    celery -A tasks worker
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+
+from matomo_tracking.config import TrackingConfig
+from matomo_tracking.delivery import (
+    Answer,
+    BatchDelivery,
+    DispatchStats,
+    Sleep,
+    StatsRecorder,
+    backoff_delay,
+)
+from matomo_tracking.wire import EncodedHit
+from matomo_wsgi.dispatcher import ThreadDispatcher, post_batch
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from matomo_tracking.config import TrackingOptions
+
+__all__ = [
+    "DEFAULT_TASK_NAME",
+    "CeleryDispatcher",
+    "DeliveryTask",
+    "pack_batches",
+    "register_delivery_task",
+    "unpack_batches",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The name the delivery task is registered under unless ``name=`` says otherwise.
+DEFAULT_TASK_NAME = "matomo_wsgi.deliver"
+
+
+class _CeleryApp(Protocol):
+    """What is used of a ``celery.Celery`` app (Celery ships no type information)."""
+
+    def task(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., None]], Any]: ...
+
+
+#: A batch as it travels in a Celery message: ``[hit JSON object as text, creation time]``.
+PackedBatch = list[list[Any]]
+
+
+def pack_batches(batches: Sequence[Sequence[EncodedHit]]) -> list[PackedBatch]:
+    """Batches of encoded hits as JSON-serialisable task arguments: each hit's JSON object
+    (valid UTF-8, so text) and when it happened. Nothing else, never the token."""
+    return [[[hit.data.decode("utf-8"), hit.created] for hit in batch] for batch in batches]
+
+
+def unpack_batches(packed: object) -> list[list[EncodedHit]]:
+    """The inverse of ``pack_batches``; raises ``ValueError`` on anything else."""
+    if not isinstance(packed, list):
+        raise ValueError("expected a list of batches")
+    batches: list[list[EncodedHit]] = []
+    for batch in packed:
+        if not isinstance(batch, list):
+            raise ValueError("expected a batch to be a list of hits")
+        hits = []
+        for item in batch:
+            if not (isinstance(item, list | tuple) and len(item) == 2):
+                raise ValueError("expected a hit as [json text, created]")
+            data, created = item
+            if not isinstance(data, str) or isinstance(created, bool):
+                raise ValueError("expected a hit as [json text, created]")
+            if not isinstance(created, int | float):
+                raise ValueError("expected a hit as [json text, created]")
+            hits.append(EncodedHit(data.encode("utf-8"), float(created)))
+        batches.append(hits)
+    return batches
+
+
+class _WorkerState:
+    """What the task keeps per worker process: the HTTP client (made again after a fork),
+    the statistics and the random source for the backoff's jitter."""
+
+    def __init__(self, config: TrackingConfig, http_client: httpx.Client | None) -> None:
+        self.config = config
+        self.lock = threading.Lock()
+        self.stats = StatsRecorder(secret=config.token_auth)
+        self.rng = random.Random()
+        self._user_client = http_client
+        self._client: httpx.Client | None = None
+        self._pid = os.getpid()
+
+    def client(self) -> httpx.Client:
+        if self._user_client is not None:
+            return self._user_client
+        with self.lock:
+            if self._client is None or self._pid != os.getpid():
+                # A client inherited over a fork shares the parent's connections: a new one.
+                self._pid = os.getpid()
+                self._client = httpx.Client(timeout=self.config.timeout, follow_redirects=False)
+            return self._client
+
+    def deliver(self, packed: object, attempt: int) -> tuple[object, int, float] | None:
+        """Run the policy until the batches are finished (None) or a wait is due: then what
+        is left, packed, the attempt count and the seconds to wait."""
+        config, lock, stats = self.config, self.lock, self.stats
+        try:
+            batches = unpack_batches(packed)
+        except ValueError as exc:
+            with lock:
+                stats.drop("error")
+                stats.error(f"a delivery task had malformed arguments ({exc}); dropped")
+            return None
+        with lock:
+            delivery = BatchDelivery.resume(batches, attempt, config, stats)
+        try:
+            while True:
+                with lock:
+                    step = delivery.next_step(time.time(), self.rng.random())
+                if step is None:
+                    return None
+                if isinstance(step, Sleep):
+                    with lock:
+                        left, tries = delivery.suspend()
+                    return pack_batches(left), tries, step.seconds
+                result = post_batch(self.client(), config.endpoint, step.body, config.timeout)
+                with lock:
+                    if isinstance(result, Answer):
+                        delivery.answered(result, time.time())
+                    else:
+                        delivery.failed(result[0], result[1], time.time())
+        except Exception:
+            logger.warning("matomo: delivering a batch failed", exc_info=True)
+            with lock:
+                delivery.abandon("error")
+            return None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DeliveryTask:
+    """What ``register_delivery_task`` returns: the registered Celery ``task``, its ``name``
+    and the delivery ``config`` it was registered with. ``stats()`` tells what this process's
+    runs of the task delivered (in a worker; a web process never runs it)."""
+
+    task: Any
+    name: str
+    config: TrackingConfig
+    _state: _WorkerState
+
+    def stats(self) -> DispatchStats:
+        """What this process's runs of the task sent, retried and dropped."""
+        with self._state.lock:
+            return self._state.stats.snapshot()
+
+
+def register_delivery_task(
+    celery_app: _CeleryApp,
+    *,
+    name: str = DEFAULT_TASK_NAME,
+    http_client: httpx.Client | None = None,
+    **options: Unpack[TrackingOptions],
+) -> DeliveryTask:
+    """Register the task that delivers batches of hits on ``celery_app``; call it with the same
+    options in the web processes and in the workers (``url``, ``token_auth``, ``timeout``,
+    ``backoff_base``, ``backoff_max``, ``max_hit_age`` and the batch and queue sizes are used;
+    the others are accepted so the middleware's options can be passed as they are).
+
+    The task posts each batch with the core's policy. Where the policy says to wait (Matomo
+    down, 5xx, 429...) it calls ``self.retry(countdown=...)``: the rest of the batch goes back
+    to the broker with its attempt count, and a worker takes it up when the backoff is over.
+    It retries without limit; hits older than ``max_hit_age`` are dropped when they come up
+    (unless a token is configured). ``acks_late`` is set: a worker that dies mid-delivery
+    leaves the batch to another one (which may then send some hits twice).
+    ``http_client``: an ``httpx.Client`` for the workers (else one is made per process).
+    """
+    config = TrackingConfig.from_kwargs(options)
+    if http_client is not None and not isinstance(http_client, httpx.Client):
+        raise TypeError(f"http_client must be an httpx.Client, got {type(http_client).__name__}")
+    state = _WorkerState(config, http_client)
+
+    def deliver(task: Any, batches: object, attempt: int = 0) -> None:
+        """Deliver batches of Matomo hits (registered by ``matomo_wsgi.celery``)."""
+        later = state.deliver(batches, attempt)
+        if later is not None:
+            packed, tries, seconds = later
+            raise task.retry(args=(packed,), kwargs={"attempt": tries}, countdown=seconds)
+
+    task = celery_app.task(
+        bind=True, name=name, max_retries=None, acks_late=True, ignore_result=True
+    )(deliver)
+    return DeliveryTask(task=task, name=name, config=config, _state=state)
+
+
+class CeleryDispatcher(ThreadDispatcher):
+    """A dispatcher for either middleware (``dispatcher=``) that hands batches to Celery.
+
+    Hits are queued and batched exactly as by ``ThreadDispatcher`` (the same queue caps,
+    batch sizes, ``flush``/``close`` deadlines, fork and exit handling); its background
+    thread hands each batch to the delivery task with ``apply_async``, so ``submit`` never
+    waits for the broker (nor blocks an event loop). When the broker cannot be reached, the
+    thread retries with the backoff settings while new hits fill the queue up to its caps.
+
+    ``stats()`` describes the hand-over: ``sent`` and ``batches`` count hits and batches
+    handed to the broker; what Matomo answered is logged by the workers (and in
+    ``DeliveryTask.stats()`` there).
+    """
+
+    def __init__(
+        self, delivery_task: DeliveryTask, *, config: TrackingConfig | None = None
+    ) -> None:
+        if not isinstance(delivery_task, DeliveryTask):
+            raise TypeError(
+                "delivery_task must be what register_delivery_task() returned, got "
+                f"{type(delivery_task).__name__}"
+            )
+        super().__init__(config if config is not None else delivery_task.config)
+        self.delivery_task = delivery_task
+
+    def __repr__(self) -> str:
+        return f"CeleryDispatcher(task={self.delivery_task.name!r}, closed={self._closed})"
+
+    def _deliver_batch(
+        self, hits: list[EncodedHit], *, deadline: float | None, reason: str
+    ) -> None:
+        packed = pack_batches([hits])
+        attempt = 0
+        while True:
+            try:
+                self.delivery_task.task.apply_async(args=(packed,), retry=False)
+            except Exception as exc:
+                with self._lock:
+                    self._stats.retried += 1
+                    self._stats.error(
+                        f"could not hand {len(hits)} hit(s) to the Celery broker "
+                        f"({type(exc).__name__}: {exc}); retrying",
+                        kind="broker",
+                    )
+                delay = backoff_delay(
+                    attempt,
+                    base=self.config.backoff_base,
+                    cap=self.config.backoff_max,
+                    draw=self._rng.random(),
+                )
+                attempt += 1
+                if not self._sleep(delay, self._deadline if deadline is None else deadline):
+                    with self._lock:
+                        if not self._given_up:
+                            self._stats.drop(reason, len(hits))
+                    return
+                continue
+            with self._lock:
+                self._stats.batches += 1
+                self._stats.sent += len(hits)
+                self._stats.recovered()
+            return
