@@ -106,6 +106,7 @@ class MatomoMiddleware:
             else AsyncioDispatcher(self.config, http_client=http_client)
         )
         self._filters = self.builder.filters
+        self._sync_mode = self.config.sync_mode
         self._rng = random.Random()
         self._routes = RouteFinder(app)
         self._last_warning = -math.inf
@@ -125,7 +126,9 @@ class MatomoMiddleware:
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
-        if not isinstance(state, MutableMapping) or _STATE_KEY in state:
+        if (
+            state.__class__ is not dict and not isinstance(state, MutableMapping)
+        ) or _STATE_KEY in state:  # (a type check first: an ABC check is not cheap)
             # Stacked: the outer MatomoMiddleware tracks this request.
             await self.app(scope, receive, send)
             return
@@ -163,10 +166,12 @@ class MatomoMiddleware:
             await self.app(scope, receive, observe)
         except Exception:
             self._track(scope, root_path, view, response, context, failed=True)
-            await self._sync_flush()
+            if self._sync_mode:
+                await self._sync_flush()
             raise
         self._track(scope, root_path, view, response, context, failed=False)
-        await self._sync_flush()
+        if self._sync_mode:  # (checked here: awaiting a coroutine per request is not free)
+            await self._sync_flush()
 
     def _view(self, scope: Scope) -> RequestView | None:
         """The request's view, or None when the filters skip it (cheapest checks first)."""

@@ -113,11 +113,13 @@ class StatsRecorder:
             logger.warning("matomo: %s", message)
         self._failing = kind
 
-    def recovered(self) -> None:
-        """Matomo accepted a batch: the next error is logged at WARNING again."""
-        if self._failing is not None:
-            self._failing = None
-            logger.info("matomo: Matomo accepts hits again")
+    def recovered(self, message: str = "Matomo accepts hits again") -> None:
+        """A batch went through: the next error is logged at WARNING again, and the end of
+        a run of retries or refusals (error kinds ``retry:...``, ``refused:...``) is logged
+        at INFO with ``message``."""
+        failing, self._failing = self._failing, None
+        if failing is not None and failing.startswith(("retry:", "refused:")):
+            logger.info("matomo: %s", message)
 
     def unconfirmed_hits(self, count: int, sent: int) -> None:
         """Count ``count`` of ``sent`` hits that a 2xx answer did not confirm (never resent);
@@ -379,9 +381,10 @@ class BatchDelivery:
             self._attempt = 0
             self._stats.batches += 1
             self._stats.sent += len(batch)
-            self._stats.recovered()
             tracked, invalid = _bulk_counts(answer.body)
-            if invalid:
+            if not invalid:
+                self._stats.recovered()
+            else:  # batch after batch of invalid hits is logged once
                 self._stats.invalid += invalid
                 self._stats.error(
                     f"Matomo counted {invalid} of {len(batch)} hit(s) invalid (wrong site id, a "
@@ -394,10 +397,13 @@ class BatchDelivery:
                 self._stats.unconfirmed_hits(len(batch) - confirmed, len(batch))
             return
         if status in (408, 429) or status >= 500:
+            if status == 504 and self._in_flight is not None:
+                # A gateway gave up waiting: Matomo behind it may have recorded the batch.
+                self._stats.possible_duplicates += len(self._in_flight)
             self._retry(
                 f"Matomo answered HTTP {status}",
                 parse_retry_after(answer.retry_after, now),
-                kind=f"status:{status}",
+                kind=f"retry:{status}",
             )
             return
         if status == 413:
@@ -426,7 +432,9 @@ class BatchDelivery:
             raise RuntimeError("no Send in flight")
         if error is TransportError.TIMEOUT:
             self._stats.possible_duplicates += len(batch)
-        self._retry(f"could not reach Matomo ({error.value}: {detail})", kind=error.value)
+        self._retry(
+            f"could not reach Matomo ({error.value}: {detail})", kind=f"retry:{error.value}"
+        )
 
     def take_remaining(self) -> list[EncodedHit]:
         """Stop and hand back every hit not yet delivered or given up on, in order, uncounted

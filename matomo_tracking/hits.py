@@ -119,7 +119,9 @@ def redact_query(
     return "&".join(parts) if changed else query
 
 
-def redact_url(url: str, names: frozenset[str], redacts: Callable[[str], bool] | None = None) -> str:
+def redact_url(
+    url: str, names: frozenset[str], redacts: Callable[[str], bool] | None = None
+) -> str:
     """``url`` with its query redacted as by ``redact_query``, and its fragment too (a fragment
     can carry parameters: ``#access_token=...``, ``#/route?token=...``)."""
     if "?" not in url and "#" not in url:

@@ -154,6 +154,9 @@ def _asgi_paths(scope: Mapping[str, Any]) -> tuple[str, str, str]:
 def asgi_app_path(scope: Mapping[str, Any]) -> str:
     """The app-relative path of an ASGI scope (``root_path`` removed when ``path`` has it):
     what filters see, computed without building a view (the adapters' cheap early exit)."""
+    path = scope.get("path")
+    if not scope.get("root_path") and path.__class__ is str and path[:1] == "/":
+        return path  # no root path: what _asgi_paths() gives, without its work
     return _asgi_paths(scope)[1]
 
 

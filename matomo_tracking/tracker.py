@@ -158,7 +158,9 @@ class BaseTracker:
         url = merged.get("url")
         if url is None:
             raise ValueError("url is required: pass url=... (the page where this happened) or request=...")
-        hit["url"] = absolute_url("url", self._urls.redact_url(url) if isinstance(url, str) else url)
+        if isinstance(url, str):
+            url = self._urls.redact_url(url)
+        hit["url"] = absolute_url("url", url)
         if "user_agent" in merged:
             hit["ua"] = clean_text(str(merged["user_agent"]), MAX_HEADER_CHARS)
         if "language" in merged:

@@ -61,7 +61,6 @@ class Tracking:
         when it is not tracked. Either way ``environ["matomo"]`` gets a context (a detached
         one when not tracked, so handler code never has to check), and a second middleware
         further in passes the request through (the outer one wins)."""
-        start = time.perf_counter()
         method = environ.get("REQUEST_METHOD")
         path = environ.get("PATH_INFO") or "/"
         # The cheapest check first, before any view is built. Only for ASCII paths: others
@@ -74,6 +73,7 @@ class Tracking:
         ):
             environ[ENVIRON_KEY] = self.builder.new_context()
             return None
+        start = time.perf_counter()
         try:
             view = make_view()
             context = self.builder.new_context()

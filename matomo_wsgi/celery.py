@@ -264,7 +264,7 @@ class CeleryDispatcher(ThreadDispatcher):
                     self._stats.error(
                         f"could not hand {len(hits)} hit(s) to the Celery broker "
                         f"({type(exc).__name__}: {exc}); retrying",
-                        kind="broker",
+                        kind="retry:broker",
                     )
                 delay = backoff_delay(
                     attempt,
@@ -282,5 +282,5 @@ class CeleryDispatcher(ThreadDispatcher):
             with self._lock:
                 self._stats.batches += 1
                 self._stats.sent += len(hits)
-                self._stats.recovered()
+                self._stats.recovered("the Celery broker accepts batches again")
             return

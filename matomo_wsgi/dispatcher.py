@@ -472,7 +472,7 @@ def post_batch(
         )
     except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
         return TransportError.TIMEOUT, _describe(exc)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         return TransportError.CONNECT, _describe(exc)
     except Exception as exc:
         return TransportError.OTHER, _describe(exc)

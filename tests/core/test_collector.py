@@ -537,7 +537,11 @@ def test_asgi_bulk_and_single() -> None:
 
 def test_asgi_lifespan_and_other_scopes() -> None:
     c = collector()
-    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    incoming = [
+        {"type": "lifespan.startup"},
+        {"type": "lifespan.other"},
+        {"type": "lifespan.shutdown"},
+    ]
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

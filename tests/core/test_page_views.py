@@ -108,6 +108,7 @@ def _raise(request: RequestView) -> str:
 
 
 V6 = "2001:db8:85a3:8d3:1319:8a2e:370:7348"
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 CASES = [
     # -- plain requests and query strings ------------------------------------------------
@@ -485,6 +486,12 @@ CASES = [
         config={"base_url": "https://www.example.org/"},
     ),
     # -- bots ---------------------------------------------------------------------------------
+    Case(
+        "bots-exclude-leaves-bot-hits-to-matomo-to-drop",
+        asgi(headers=[(b"host", b"example.org"), (b"user-agent", GOOGLEBOT.encode())]),
+        {"ua": GOOGLEBOT, "lang": None, "cid": keyed_visitor_id(PEER, GOOGLEBOT)},
+        config={"bots": "exclude"},
+    ),
     Case("bots-visits", asgi(), {"bots": "1"}, config={"bots": "visits"}),
     Case(
         "bots-bot-reports",
@@ -942,3 +949,26 @@ def test_allowed_hosts(host: bytes, allowed: list[str], url: str) -> None:
     (hit,) = builder(allowed_hosts=allowed).build(request, OK, None, now=NOW, rng=FixedRandom())
 
     assert hit.params["url"] == url
+
+
+def test_redacts_without_a_hook() -> None:
+    assert builder().redacts("password") is False
+    assert builder(redact_query=lambda name: name == "q").redacts("q") is True
+
+
+def test_configured_dimensions_without_a_context() -> None:
+    (hit,) = builder(status_dimension=2).build(asgi(), OK, None, now=NOW, rng=FixedRandom())
+
+    assert hit.params["dimension2"] == "200"
+
+
+def test_handler_dimensions_without_configured_ones() -> None:
+    hits_builder = builder()
+    context = hits_builder.new_context()
+    context.set_dimension(7, "from-handler")
+
+    (hit,) = hits_builder.build(asgi(), OK, context, now=NOW, rng=FixedRandom())
+
+    assert {k: v for k, v in hit.params.items() if k.startswith("dimension")} == {
+        "dimension7": "from-handler"
+    }

@@ -24,6 +24,7 @@ from matomo_tracking import (
 )
 from matomo_tracking.fields import truncate_bytes, truncate_url
 from matomo_tracking.hits import redact_query
+from matomo_tracking.visitor import _pk_visitor_id_slow, pk_visitor_id
 from tests.core.builders import MATOMO, NOW, SALT, TOKEN, FixedRandom, collector_answer
 
 # Anything, lone surrogates included.
@@ -293,3 +294,40 @@ def test_redact_query_keeps_other_parameters_byte_identical(parts: list[str]) ->
             assert before == after
     assert "hunter2" not in redact_query(query + "&password=hunter2", REDACT)
     assert redact_query(query, frozenset()) == query
+
+
+# -- the pk_id cookie's fast path --------------------------------------------------------------
+
+COOKIE_PIECES = st.sampled_from(
+    [
+        "_pk_id.1.ab12=0123456789abcdef.1700000000.",
+        "_pk_id.1.ab12=0123456789ABCDEF",
+        "_pk_id.1.x=nothexnothexnoth",
+        "_pk_id.12.ab=0123456789abcdef.1.",
+        "x_pk_id.1.a=0123456789abcdef",
+        "a=_pk_id.1.b=0123456789abcdef",
+        "a=1",
+        "$Foo=1",
+        "$Path=/",
+        'q="x y"',
+        "=",
+        "",
+        " ",
+        "b=%30123456789abcdef",
+    ]
+)
+
+
+@given(
+    pieces=st.lists(st.one_of(COOKIE_PIECES, st.text(max_size=12)), max_size=6),
+    sep=st.sampled_from(["; ", ";", ", "]),
+)
+def test_pk_id_fast_path_agrees_with_the_full_parse(pieces: list[str], sep: str) -> None:
+    header = sep.join(pieces)
+
+    fast = pk_visitor_id(header, 1)
+
+    if "_pk_id.1." in header and len(header) <= 8192:
+        assert fast == _pk_visitor_id_slow(header, "_pk_id.1.")
+    else:
+        assert fast is None

@@ -220,6 +220,11 @@ def test_valid_visitor_id() -> None:
         ("_pk_id.1.a=0123456789abcdef.1.; $Foo=bar", 1, "0123456789abcdef"),
         ("_pk_ses.1.ab12=1", 1, None),
         ("", 1, None),
+        ('_pk_id.1.a=0123456789abcdef.1.; x="y"; $Foo=bar', 1, "0123456789abcdef"),
+        ("other=x_pk_id.1.a=0123456789abcdef.1.", 1, None),
+        ("x_pk_id.1.a=0123456789abcdef.1.", 1, None),
+        ('_pk_id.1.a=nothex; _pk_id.1.b="0123"', 1, None),
+        ('_pk_id.1.a=nothex; $Foo=1; x="y"', 1, None),
     ],
     ids=[
         "site-1",
@@ -228,6 +233,11 @@ def test_valid_visitor_id() -> None:
         "cookie-error",
         "other-cookie",
         "empty",
+        "cookie-error-not-plain",
+        "prefix-inside-a-value",
+        "prefix-inside-a-name",
+        "two-candidates-none-valid",
+        "cookie-error-none-valid",
     ],
 )
 def test_pk_visitor_id(header: str, site: int, visitor: str | None) -> None:

@@ -56,6 +56,7 @@ ASGI: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "server": ("host", "80"),
             "headers": [
                 (b"ok", b"1"),
+                (bytearray(b"buffer"), memoryview(b"value")),
                 (b"broken",),
                 None,
                 ("str-name", b"v"),
@@ -69,7 +70,7 @@ ASGI: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             "path": "/",
             "url_path": "/",
             "query_string": "",
-            "headers": {"ok": "1", "dup": "a, b"},
+            "headers": {"ok": "1", "buffer": "value", "dup": "a, b"},
             "client": None,
             "server": ("host", None),
             "root_path": "",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery import Celery
+from celery import Celery  # type: ignore[import-untyped]
 
 from matomo_wsgi.celery import DeliveryTask, register_delivery_task
 from tests.sentinel import SENTINEL_TOKEN

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from matomo_asgi import MatomoMiddleware as AsgiMiddleware
+from matomo_asgi._types import Receive, Scope, Send
 from matomo_tracking.dispatcher import Dispatcher
 from matomo_tracking.testing import Collector, CollectorServer
 from matomo_wsgi import MatomoMiddleware as WsgiMiddleware
@@ -61,7 +62,7 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"ok"]
 
 
-async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
 
@@ -90,7 +91,7 @@ def test_celery_workers_deliver_every_hit_once_across_an_outage(broker: str) -> 
             def record(body: Any = None, **_: Any) -> None:
                 published.append(body)
 
-            from celery.signals import before_task_publish
+            from celery.signals import before_task_publish  # type: ignore[import-untyped]
 
             before_task_publish.connect(record, weak=False)
             dispatcher = CeleryDispatcher(task)

@@ -196,3 +196,24 @@ def test_a_held_matomo_costs_no_more_than_the_queue_caps(
     urls = [h["url"] for h in matomo.collector.hits]
     assert len(urls) == len(set(urls)) == accepted
     assert dispatcher.stats().sent == accepted
+
+
+def test_an_outage_of_any_length_stays_within_the_caps(
+    make: Make, matomo: CollectorServer
+) -> None:
+    matomo.refuse()
+    dispatcher = make(url=matomo.base_url, queue_max_hits=500, batch_max_hits=100)
+    budget = dispatcher.budget
+    for n in range(2_000):  # over a second of retries: the batch retried holds its room
+        dispatcher.submit(hit(n))
+        if n % 50 == 0:
+            assert budget.hits <= 500
+            time.sleep(0.03)
+    stats = dispatcher.stats()
+    assert stats.retried >= 3
+    assert (stats.queued, stats.dropped) == (500, {"queue_full": 1_500})
+    matomo.accept()
+    assert dispatcher.flush(5.0)
+    assert sorted(h["url"] for h in matomo.collector.hits) == sorted(
+        f"http://shop.test/{n}" for n in range(500)
+    )

@@ -11,9 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from celery import Celery
+from celery import Celery  # type: ignore[import-untyped]
 
 from matomo_asgi import MatomoMiddleware as AsgiMiddleware
+from matomo_asgi._types import Receive, Scope
+from matomo_asgi._types import Send as AsgiSend
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery import (
     Answer,
@@ -80,6 +82,50 @@ def test_suspend_refuses_a_send_in_flight() -> None:
     delivery.next_step(NOW, 0.5)
     with pytest.raises(RuntimeError, match="answer the previous Send first"):
         delivery.suspend()
+
+
+def test_an_error_is_logged_once_while_it_lasts(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="matomo_tracking")
+    stats = StatsRecorder()
+    delivery = BatchDelivery(encoded(2), CONFIG, stats)
+
+    def attempt(outcome: Answer | TransportError) -> None:
+        step = delivery.next_step(NOW, 0.5)
+        if isinstance(step, Sleep):
+            step = delivery.next_step(NOW, 0.5)
+        assert isinstance(step, Send)
+        if isinstance(outcome, Answer):
+            delivery.answered(outcome, NOW)
+        else:
+            delivery.failed(outcome, "refused", NOW)
+
+    for _ in range(3):
+        attempt(TransportError.CONNECT)  # an outage: one warning, then debug lines
+    attempt(Answer(503))  # another error: a warning
+    attempt(Answer(200, b'{"tracked": 2, "invalid": 0}'))
+    levels = [
+        (r.levelname, r.getMessage().split(";")[0])
+        for r in caplog.records
+        if r.name == "matomo_tracking.delivery"
+    ]
+    assert levels == [
+        ("WARNING", "matomo: could not reach Matomo (connect: refused)"),
+        ("DEBUG", "matomo: could not reach Matomo (connect: refused)"),
+        ("DEBUG", "matomo: could not reach Matomo (connect: refused)"),
+        ("WARNING", "matomo: Matomo answered HTTP 503"),
+        ("INFO", "matomo: Matomo accepts hits again"),
+    ]
+    assert stats.last_error == "Matomo answered HTTP 503; retrying 2 hit(s) (attempt 5)"
+
+
+@pytest.mark.parametrize(("status", "duplicates"), [(504, 3), (502, 0), (503, 0)])
+def test_a_gateway_timeout_may_have_reached_matomo(status: int, duplicates: int) -> None:
+    stats = StatsRecorder()
+    delivery = BatchDelivery(encoded(3), CONFIG, stats)
+    delivery.next_step(NOW, 0.5)
+    delivery.answered(Answer(status), NOW)
+    assert stats.snapshot().possible_duplicates == duplicates
+    assert stats.retried == 1
 
 
 def test_celery_messages_carry_hits_and_times_only() -> None:
@@ -154,7 +200,7 @@ def _ok_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"ok"]
 
 
-async def _ok_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _ok_asgi(scope: Scope, receive: Receive, send: AsgiSend) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
 

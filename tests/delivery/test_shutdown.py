@@ -75,7 +75,8 @@ def test_interpreter_exit_keeps_the_deadline_and_logs_what_is_left(
         config = TrackingConfig(url={down.base_url!r}, shutdown_timeout=1.0, backoff_base=0.05)
         dispatcher = ThreadDispatcher(config)
         for n in range(40):
-            dispatcher.submit(Hit({{"idsite": "1", "rec": "1", "url": f"http://e/{{n}}"}}, time.time()))
+            params = {{"idsite": "1", "rec": "1", "url": f"http://e/{{n}}"}}
+            dispatcher.submit(Hit(params, time.time()))
         time.sleep(0.3)
         print("exiting", flush=True)
         """
@@ -159,5 +160,6 @@ def test_gunicorn_sigterm_during_an_outage_exits_by_the_deadline(down: Collector
         log = server.log()
     # gthread polls its stop flag every second, then the worker's hook flushes for 2 s.
     assert elapsed < 1.0 + 2.0 + MARGIN, log
-    assert server.process is not None and server.process.returncode == 0, log
+    assert server.process is not None
+    assert server.process.returncode == 0, log
     assert undelivered(log, r"with (\d+) hit\(s\) undelivered") == 30

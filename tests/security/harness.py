@@ -243,7 +243,8 @@ def _check_url(name: str, url: str) -> None:
     assert len(url.encode("utf-8", "surrogatepass")) <= MAX_URL_BYTES, name
     parts = urlsplit(url)
     assert parts.scheme in ("http", "https"), (name, url[:200])
-    assert parts.netloc and "@" not in parts.netloc, (name, url[:200])
+    assert parts.netloc, (name, url[:200])
+    assert "@" not in parts.netloc, (name, url[:200])
     assert parts.hostname, (name, url[:200])
     assert parts.port is None or 0 <= parts.port <= 65535  # .port raises on garbage
     authority = url[len(parts.scheme) + 3 :].split("/", 1)[0]
@@ -256,9 +257,12 @@ def check_hit(hit: Hit, config: TrackingConfig) -> None:
     params = hit.params
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in params.items())
     assert params["rec"] == "1"
-    assert params["idsite"].isdigit() and int(params["idsite"]) > 0
+    assert params["idsite"].isdigit()
+    assert int(params["idsite"]) > 0
     _check_url("url", params["url"])
-    assert len(params.get("action_name", "").encode("utf-8", "surrogatepass")) <= MAX_ACTION_NAME_BYTES
+    assert (
+        len(params.get("action_name", "").encode("utf-8", "surrogatepass")) <= MAX_ACTION_NAME_BYTES
+    )
     assert len(params.get("urlref", "")) <= MAX_REFERRER_CHARS
     assert len(params.get("ua", "")) <= MAX_HEADER_CHARS
     assert len(params.get("lang", "")) <= 256
@@ -271,16 +275,19 @@ def check_hit(hit: Hit, config: TrackingConfig) -> None:
             assert len(value) <= MAX_DIMENSION_CHARS, key
     for key in ("cid", "_id"):
         if key in params:
-            assert len(params[key]) == 16 and set(params[key]) <= _HEX, key
+            assert len(params[key]) == 16, key
+            assert set(params[key]) <= _HEX, key
     if "cip" in params:
         assert config.token_auth is not None
         ipaddress.ip_address(params["cip"])
     if "pf_srv" in params:
         assert 0 <= int(params["pf_srv"]) <= MAX_PF_MS
-    assert len(params["pv_id"]) == 6 and set(params["pv_id"]) <= _PV_ID
+    assert len(params["pv_id"]) == 6
+    assert set(params["pv_id"]) <= _PV_ID
     if "uadata" in params:
         hints = json.loads(params["uadata"])
-        assert isinstance(hints, dict) and set(hints) <= set(CLIENT_HINT_HEADERS)
+        assert isinstance(hints, dict)
+        assert set(hints) <= set(CLIENT_HINT_HEADERS)
         assert all(isinstance(v, str) and len(v) <= 256 for v in hints.values())
     if config.token_auth is not None:
         assert config.token_auth not in json.dumps(dict(params))
@@ -349,7 +356,6 @@ class TargetRecordingCollector(Collector):
         if self.echo_status is not None:
             return self.echo_status, [("content-type", "application/json")], body
         return super().handle(method, path, query, body)
-
 
 
 # -- one request through either adapter ---------------------------------------------------------

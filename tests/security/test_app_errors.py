@@ -90,7 +90,8 @@ def test_an_app_exception_propagates_unchanged_and_is_tracked_as_500_without_its
     tracked = run(adapter, error, "before_start")
 
     assert tracked.outcome.error is error  # the very same object, message intact
-    assert MARKER in str(error) and error.__cause__ is None
+    assert MARKER in str(error)
+    assert error.__cause__ is None
     assert tracked.hit["dimension1"] == tracked.hit["http_status"] == "500"
     assert tracked.hit["action_name"] == "/checkout"
     assert_nothing_of_the_message(tracked, caplog)

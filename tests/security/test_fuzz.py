@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.testing import Collector
 from tests.security.harness import (
-    MAX_HIT_BYTES,
     AsgiApp,
     AsgiPlan,
     RecordingDispatcher,
@@ -95,17 +94,19 @@ FORWARDED = st.lists(
 ).map(", ".join)
 PK_ID_VALUES = st.one_of(
     st.from_regex(r"[0-9a-fA-F]{16}\.[0-9]{10}\.", fullmatch=True),
-    st.sampled_from(["zzzzzzzzzzzzzzzz.1.", "0123456789abcdeg.1.", "%00%00", '"0123456789abcdef"', ""]),
+    st.sampled_from(
+        ["zzzzzzzzzzzzzzzz.1.", "0123456789abcdeg.1.", "%00%00", '"0123456789abcdef"', ""]
+    ),
     st.just("0123456789abcdef" * 4096),  # oversized
     TEXT,
 )
 COOKIES = st.one_of(
-    st.tuples(st.sampled_from(["_pk_id.1.abcd", "_pk_id.1.", "_pk_id", "_PK_ID.1.x"]), PK_ID_VALUES).map(
-        "=".join
-    ),
-    st.lists(st.sampled_from(["a=1", '"', "$Foo=1", ";", ",", "=", "_pk_id.1.x=0123456789abcdef.1."])).map(
-        "; ".join
-    ),
+    st.tuples(
+        st.sampled_from(["_pk_id.1.abcd", "_pk_id.1.", "_pk_id", "_PK_ID.1.x"]), PK_ID_VALUES
+    ).map("=".join),
+    st.lists(
+        st.sampled_from(["a=1", '"', "$Foo=1", ";", ",", "=", "_pk_id.1.x=0123456789abcdef.1."])
+    ).map("; ".join),
     TEXT,
 )
 QUERY = st.one_of(
@@ -129,12 +130,25 @@ PATHS = st.one_of(
 HEADER_VALUES: dict[str, st.SearchStrategy[bytes]] = {
     "host": st.one_of(
         st.sampled_from(
-            [b"shop.test", b"SHOP.test:8080", b"[::1]:80", b"evil.example/x?y#", b"a@evil.example", b"a b",
-             b"shop.test:99999", b"::", b"[", b"shop.test\r\nx: y", b"\xff\xfe"]
+            [
+                b"shop.test",
+                b"SHOP.test:8080",
+                b"[::1]:80",
+                b"evil.example/x?y#",
+                b"a@evil.example",
+                b"a b",
+                b"shop.test:99999",
+                b"::",
+                b"[",
+                b"shop.test\r\nx: y",
+                b"\xff\xfe",
+            ]
         ),
         TEXT.map(utf8),
     ),
-    "user-agent": st.one_of(st.sampled_from([b"Mozilla/5.0", b"Googlebot/2.1", b"curl/8"]), TEXT.map(utf8)),
+    "user-agent": st.one_of(
+        st.sampled_from([b"Mozilla/5.0", b"Googlebot/2.1", b"curl/8"]), TEXT.map(utf8)
+    ),
     "accept-language": TEXT.map(utf8),
     "referer": st.one_of(
         st.sampled_from([b"https://shop.test/reset?token=abc&x=1", b"javascript:alert(1)", b"//x"]),
@@ -143,7 +157,9 @@ HEADER_VALUES: dict[str, st.SearchStrategy[bytes]] = {
     "cookie": COOKIES.map(utf8),
     "x-forwarded-for": XFF.map(utf8),
     "x-forwarded-proto": st.sampled_from([b"https", b"http, https", b"ftp", b"", b"HTTPS"]),
-    "x-forwarded-host": st.one_of(st.sampled_from([b"evil.example", b"a@evil", b"x/y"]), TEXT.map(utf8)),
+    "x-forwarded-host": st.one_of(
+        st.sampled_from([b"evil.example", b"a@evil", b"x/y"]), TEXT.map(utf8)
+    ),
     "forwarded": FORWARDED.map(utf8),
     "sec-ch-ua": TEXT.map(utf8),
     "sec-ch-ua-platform": TEXT.map(utf8),
@@ -156,7 +172,13 @@ HEADER_NAMES = sorted(HEADER_VALUES)
 NAMED_HEADER = st.sampled_from(HEADER_NAMES).flatmap(
     lambda name: st.tuples(
         st.sampled_from([name.encode(), name.upper().encode(), name.title().encode()]),
-        enlarged(st.one_of(HEADER_VALUES[name], st.binary(max_size=24), LATIN1.map(lambda t: t.encode("latin-1")))),
+        enlarged(
+            st.one_of(
+                HEADER_VALUES[name],
+                st.binary(max_size=24),
+                LATIN1.map(lambda t: t.encode("latin-1")),
+            )
+        ),
     )
 )
 HEADERS = st.lists(
@@ -228,7 +250,7 @@ def adapters() -> _Adapters:
     return _Adapters()
 
 
-# -- ASGI -------------------------------------------------------------------------------------------
+# -- ASGI ---------------------------------------------------------------------------------------
 
 ASGI_SCOPES = st.fixed_dictionaries(
     {"type": st.sampled_from(["http", "http", "http", "websocket"])},  # others pass through
@@ -236,7 +258,9 @@ ASGI_SCOPES = st.fixed_dictionaries(
         "asgi": st.just({"version": "3.0"}),
         "http_version": st.sampled_from(["1.0", "1.1", "2", "3"]),
         "method": METHODS,
-        "scheme": st.one_of(st.sampled_from(["http", "https", "ws", "wss", "ftp", "", "HTTPS"]), TEXT),
+        "scheme": st.one_of(
+            st.sampled_from(["http", "https", "ws", "wss", "ftp", "", "HTTPS"]), TEXT
+        ),
         "path": st.one_of(enlarged(PATHS), st.none(), st.integers()),
         "raw_path": st.one_of(st.none(), enlarged(PATHS.map(utf8)), st.binary(max_size=40), TEXT),
         "root_path": st.one_of(st.sampled_from(["", "/", "/api", "/api/", "api"]), TEXT, st.none()),
@@ -252,7 +276,10 @@ ASGI_PLANS = st.builds(
     status=st.sampled_from([200, 201, 204, 302, 304, 404, 500, 599]),
     headers=st.lists(
         st.one_of(
-            st.tuples(st.just(b"content-type"), st.sampled_from([b"text/html", b"application/json", b"\xff"])),
+            st.tuples(
+                st.just(b"content-type"),
+                st.sampled_from([b"text/html", b"application/json", b"\xff"]),
+            ),
             st.tuples(st.binary(max_size=12), st.binary(max_size=24)),
         ),
         max_size=4,
@@ -264,7 +291,12 @@ FUZZ = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_to
 
 
 @FUZZ
-@given(scope=ASGI_SCOPES, plan=ASGI_PLANS, which=st.integers(0, len(CONFIGS) - 1), body=st.binary(max_size=16))
+@given(
+    scope=ASGI_SCOPES,
+    plan=ASGI_PLANS,
+    which=st.integers(0, len(CONFIGS) - 1),
+    body=st.binary(max_size=16),
+)
 def test_asgi_middleware_survives_any_request(
     scope: dict[str, Any], plan: AsgiPlan, which: int, body: bytes
 ) -> None:
@@ -280,7 +312,7 @@ def test_asgi_middleware_survives_any_request(
     _check_recorded(dispatcher, middleware.config)
 
 
-# -- WSGI -------------------------------------------------------------------------------------------
+# -- WSGI ---------------------------------------------------------------------------------------
 
 
 def _wsgi_header_key(name: bytes) -> str:
@@ -297,25 +329,45 @@ WSGI_ENVIRONS = st.fixed_dictionaries(
         "REQUEST_METHOD": st.one_of(METHODS, st.none()),
         "wsgi.url_scheme": st.one_of(st.sampled_from(["http", "https", "ftp", ""]), WSGI_TEXT),
         "SCRIPT_NAME": st.one_of(st.sampled_from(["", "/app", "/app/", "app"]), WSGI_TEXT),
-        "PATH_INFO": st.one_of(enlarged(PATHS.map(lambda p: utf8(p).decode("latin-1"))), WSGI_TEXT, st.none()),
+        "PATH_INFO": st.one_of(
+            enlarged(PATHS.map(lambda p: utf8(p).decode("latin-1"))), WSGI_TEXT, st.none()
+        ),
         "RAW_URI": st.one_of(enlarged(PATHS), st.just("/app/%C3%A9?x")),
         "REQUEST_URI": WSGI_TEXT,
-        "QUERY_STRING": st.one_of(enlarged(QUERY.map(lambda q: q.decode("latin-1"))), WSGI_TEXT, st.integers()),
+        "QUERY_STRING": st.one_of(
+            enlarged(QUERY.map(lambda q: q.decode("latin-1"))), WSGI_TEXT, st.integers()
+        ),
         "REMOTE_ADDR": st.one_of(IP_ISH, st.none()),
         "SERVER_NAME": st.one_of(
-            st.sampled_from(["shop.test", "a@evil.example/x?", "evil example", "::1", ""]), WSGI_TEXT
+            st.sampled_from(["shop.test", "a@evil.example/x?", "evil example", "::1", ""]),
+            WSGI_TEXT,
         ),
-        "SERVER_PORT": st.one_of(st.sampled_from(["80", "443", "8080", "\u00b2", "-1", "9" * 30, ""]), WSGI_TEXT),
+        "SERVER_PORT": st.one_of(
+            st.sampled_from(["80", "443", "8080", "\u00b2", "-1", "9" * 30, ""]), WSGI_TEXT
+        ),
         "CONTENT_TYPE": WSGI_TEXT,
     },
 )
 WSGI_PLANS = st.builds(
     WsgiPlan,
-    status=st.sampled_from(["200 OK", "201 Created", "204 No Content", "302 Found", "404 Not Found",
-                            "500 Internal Server Error", "299", "abc"]),
+    status=st.sampled_from(
+        [
+            "200 OK",
+            "201 Created",
+            "204 No Content",
+            "302 Found",
+            "404 Not Found",
+            "500 Internal Server Error",
+            "299",
+            "abc",
+        ]
+    ),
     headers=st.lists(
         st.one_of(
-            st.tuples(st.just("Content-Type"), st.sampled_from(["text/html; charset=utf-8", "application/json"])),
+            st.tuples(
+                st.just("Content-Type"),
+                st.sampled_from(["text/html; charset=utf-8", "application/json"]),
+            ),
             st.tuples(LATIN1, LATIN1),
         ),
         max_size=4,
@@ -330,12 +382,19 @@ WSGI_PLANS = st.builds(
 @given(
     environ=WSGI_ENVIRONS,
     headers=WSGI_HEADERS,
-    non_latin1=st.dictionaries(st.sampled_from(["HTTP_HOST", "HTTP_USER_AGENT", "HTTP_COOKIE", "HTTP_X_FORWARDED_FOR"]), TEXT),
+    non_latin1=st.dictionaries(
+        st.sampled_from(["HTTP_HOST", "HTTP_USER_AGENT", "HTTP_COOKIE", "HTTP_X_FORWARDED_FOR"]),
+        TEXT,
+    ),
     plan=WSGI_PLANS,
     which=st.integers(0, len(CONFIGS) - 1),
 )
 def test_wsgi_middleware_survives_any_request(
-    environ: dict[str, Any], headers: dict[str, str], non_latin1: dict[str, str], plan: WsgiPlan, which: int
+    environ: dict[str, Any],
+    headers: dict[str, str],
+    non_latin1: dict[str, str],
+    plan: WsgiPlan,
+    which: int,
 ) -> None:
     made = adapters()
     middleware, dispatcher = made.wsgi[which]
@@ -358,13 +417,27 @@ def _check_recorded(dispatcher: RecordingDispatcher, config: TrackingConfig) -> 
 
 # -- many giant hits in one bulk request ----------------------------------------------------------
 
-GIANT = b"\xf0\x9f\x98\x80\"\\" * (64 * 1024 // 6)  # astral characters and JSON escapes, 64 KB
+GIANT = b'\xf0\x9f\x98\x80"\\' * (64 * 1024 // 6)  # astral characters and JSON escapes, 64 KB
 
 
 def _giant_scope(i: int) -> dict[str, Any]:
-    names = [b"host", b"user-agent", b"accept-language", b"referer", b"cookie", b"x-forwarded-for",
-             b"forwarded", b"x-forwarded-host", *(n.encode() for n in HEADER_NAMES if n.startswith("sec-ch"))]
-    names += [b"x-requested-with", b"sec-ch-ua-model", b"sec-ch-ua-arch", b"sec-ch-ua-full-version-list"]
+    names = [
+        b"host",
+        b"user-agent",
+        b"accept-language",
+        b"referer",
+        b"cookie",
+        b"x-forwarded-for",
+        b"forwarded",
+        b"x-forwarded-host",
+        *(n.encode() for n in HEADER_NAMES if n.startswith("sec-ch")),
+    ]
+    names += [
+        b"x-requested-with",
+        b"sec-ch-ua-model",
+        b"sec-ch-ua-arch",
+        b"sec-ch-ua-full-version-list",
+    ]
     return {
         "type": "http",
         "method": "GET",
@@ -383,10 +456,19 @@ def test_many_giant_hits_stay_within_batch_limits() -> None:
     wsgi, wsgi_dispatcher = wsgi_middleware(WsgiApp(), token_auth=SENTINEL_TOKEN)
     for i in range(40):
         run_asgi(middleware, _giant_scope(i))
-        environ = {f"HTTP_{n.decode().upper().replace('-', '_')}": v.decode("latin-1")
-                   for n, v in _giant_scope(i)["headers"]}
-        run_wsgi(wsgi, {**environ, "PATH_INFO": GIANT.decode("latin-1"), "REMOTE_ADDR": "10.1.2.3",
-                        "QUERY_STRING": "q=" + "%01\x01" * 16 * 1024})
+        environ = {
+            f"HTTP_{n.decode().upper().replace('-', '_')}": v.decode("latin-1")
+            for n, v in _giant_scope(i)["headers"]
+        }
+        run_wsgi(
+            wsgi,
+            {
+                **environ,
+                "PATH_INFO": GIANT.decode("latin-1"),
+                "REMOTE_ADDR": "10.1.2.3",
+                "QUERY_STRING": "q=" + "%01\x01" * 16 * 1024,
+            },
+        )
     hits = dispatcher.take() + wsgi_dispatcher.take()
     assert len(hits) == 80
     config = middleware.config
@@ -401,7 +483,11 @@ def test_many_giant_hits_stay_within_batch_limits() -> None:
         assert len(body) <= config.batch_max_bytes, len(body)
         status, _, answer = collector.handle("POST", "/matomo.php", "", body)
         assert status == 200
-        assert json.loads(answer) == {"status": "success", "tracked": count, "invalid": 0,
-                                      "invalid_indices": []}
+        assert json.loads(answer) == {
+            "status": "success",
+            "tracked": count,
+            "invalid": 0,
+            "invalid_indices": [],
+        }
     for hit in hits:
         check_hit(hit, config)

@@ -31,7 +31,7 @@ from tests.security.harness import (
 )
 from tests.sentinel import SENTINEL_TOKEN
 
-TOKEN = {"token_auth": SENTINEL_TOKEN}
+TOKEN: dict[str, Any] = {"token_auth": SENTINEL_TOKEN}
 
 # -- privacy signals ---------------------------------------------------------------------------
 
@@ -50,7 +50,9 @@ def test_respect_dnt_skips_requests_that_send_dnt(adapter: str) -> None:
     [[("dnt", "1"), ("dnt", "1")], [("dnt", " 1 ")], [("x-do-not-track", "1")]],
     ids=["repeated", "spaces", "x-do-not-track"],
 )
-def test_respect_dnt_reads_every_form_of_the_signal(adapter: str, headers: list[tuple[str, str]]) -> None:
+def test_respect_dnt_reads_every_form_of_the_signal(
+    adapter: str, headers: list[tuple[str, str]]
+) -> None:
     assert track_request(adapter, {"respect_dnt": True}, headers=headers).hits == []
 
 
@@ -101,7 +103,9 @@ def test_anonymize_ip_masks_cip_before_it_leaves_the_process(
 @pytest.mark.parametrize("adapter", ADAPTERS)
 def test_anonymize_ip_applies_to_the_address_a_trusted_proxy_forwarded(adapter: str) -> None:
     options = {**TOKEN, "anonymize_ip": 1, "trusted_proxies": ["10.0.0.0/8"]}
-    hit = track_request(adapter, options, headers=[("x-forwarded-for", "198.51.100.77")], client="10.0.0.1").hit
+    hit = track_request(
+        adapter, options, headers=[("x-forwarded-for", "198.51.100.77")], client="10.0.0.1"
+    ).hit
 
     assert hit["cip"] == "198.51.100.0"
 
@@ -171,7 +175,9 @@ def test_redact_query_hook_redacts_more_names(adapter: str) -> None:
     options: dict[str, Any] = {"redact_query": lambda name: name.lower().startswith("x-")}
     hit = track_request(adapter, options, query="X-Signed=s&x-amz-date=d&password=p&q=1").hit
 
-    assert urlsplit(hit["url"]).query == "X-Signed=REDACTED&x-amz-date=REDACTED&password=REDACTED&q=1"
+    assert (
+        urlsplit(hit["url"]).query == "X-Signed=REDACTED&x-amz-date=REDACTED&password=REDACTED&q=1"
+    )
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS)
@@ -230,7 +236,9 @@ def test_tracker_redacts_urls_it_builds_or_is_given() -> None:
     )
 
     tracker.track_page_view("From a request", request=request)
-    tracker.track_event("c", "a", url="https://shop.test/x?secret=s", referrer="https://shop.test/?code=c")
+    tracker.track_event(
+        "c", "a", url="https://shop.test/x?secret=s", referrer="https://shop.test/?code=c"
+    )
 
     first, second = (h.params for h in dispatcher.take())
     assert first["url"] == "http://shop.test/?password=REDACTED&q=1"
@@ -243,7 +251,9 @@ def test_tracker_redacts_urls_it_builds_or_is_given() -> None:
 
 SECRET = sorted(DEFAULT_REDACTED_QUERY_PARAMS)
 NAMES = st.one_of(
-    st.sampled_from([*SECRET, "PassWord", "api%5Fkey", "%70assword", "+token", "q", "page", "", "a=b", "x%zz"]),
+    st.sampled_from(
+        [*SECRET, "PassWord", "api%5Fkey", "%70assword", "+token", "q", "page", "", "a=b", "x%zz"]
+    ),
     st.text(max_size=8),
 )
 VALUES = st.one_of(st.text(max_size=8), st.sampled_from(["%", "%zz", "a=b", "?", "#", "%26"]))
@@ -276,7 +286,9 @@ def test_redaction_keeps_every_other_byte_of_the_query(parts: list[str]) -> None
 
 
 @given(parts=PARTS, fragment=PARTS, prefix=st.sampled_from(["https://shop.test/p", "/p", ""]))
-def test_url_redaction_keeps_every_other_byte(parts: list[str], fragment: list[str], prefix: str) -> None:
+def test_url_redaction_keeps_every_other_byte(
+    parts: list[str], fragment: list[str], prefix: str
+) -> None:
     assume("#" not in "".join(parts))
     url = prefix + "?" + "&".join(parts) + "#" + "&".join(fragment)
 

@@ -43,7 +43,7 @@ from tests.security.harness import (
 )
 from tests.sentinel import SENTINEL_TOKEN
 
-FAST = {
+FAST: dict[str, Any] = {
     "timeout": 0.3,
     "backoff_base": 0.01,
     "backoff_max": 0.02,
@@ -54,7 +54,9 @@ FAST = {
 
 
 def page_view(n: int = 0) -> Hit:
-    return Hit({"idsite": "1", "rec": "1", "url": f"https://shop.test/{n}", "action_name": "x"}, 0.0)
+    return Hit(
+        {"idsite": "1", "rec": "1", "url": f"https://shop.test/{n}", "action_name": "x"}, 0.0
+    )
 
 
 @contextlib.contextmanager
@@ -81,7 +83,9 @@ def assert_token_only_in_bodies(server: CollectorServer) -> None:
         assert json.loads(body)["token_auth"] == SENTINEL_TOKEN
 
 
-def deliver_with_threads(config: TrackingConfig, hits: int = 3, client: httpx.Client | None = None) -> DispatchStats:
+def deliver_with_threads(
+    config: TrackingConfig, hits: int = 3, client: httpx.Client | None = None
+) -> DispatchStats:
     dispatcher = ThreadDispatcher(config, http_client=client)
     try:
         for n in range(hits):
@@ -211,7 +215,7 @@ def test_a_url_carrying_token_auth_is_refused_without_showing_it(url: str) -> No
 )
 @pytest.mark.parametrize("key", ["url", "base_url"])
 def test_only_http_and_https_urls_are_accepted(key: str, url: str) -> None:
-    options = {"url": "https://matomo.test", key: url, "token_auth": SENTINEL_TOKEN}
+    options: dict[str, Any] = {"url": "https://matomo.test", key: url, "token_auth": SENTINEL_TOKEN}
 
     with pytest.raises(ValueError, match=f"^{key}=") as caught:
         TrackingConfig(**options)
@@ -245,8 +249,16 @@ def _constructors() -> dict[str, Callable[..., object]]:
         {"url": "https://matomo.test", "token_auth": SENTINEL_TOKEN, "no_such_key": 1},
         {"url": "https://matomo.test", "visitor_salt": [SENTINEL_TOKEN]},
     ],
-    ids=["bad-url", "token-list", "token-bytes", "token-dict", "bad-site", "bad-timeout", "unknown-key",
-         "salt-list"],
+    ids=[
+        "bad-url",
+        "token-list",
+        "token-bytes",
+        "token-dict",
+        "bad-site",
+        "bad-timeout",
+        "unknown-key",
+        "salt-list",
+    ],
 )
 def test_configuration_errors_never_show_the_token(made_by: str, bad: dict[str, Any]) -> None:
     with pytest.raises((ValueError, TypeError)) as caught:
@@ -261,7 +273,9 @@ def test_configuration_errors_never_show_the_token(made_by: str, bad: dict[str, 
 
 
 def test_no_repr_shows_the_token() -> None:
-    config = TrackingConfig(url="https://matomo.test", token_auth=SENTINEL_TOKEN, visitor_salt="salt-0xdead")
+    config = TrackingConfig(
+        url="https://matomo.test", token_auth=SENTINEL_TOKEN, visitor_salt="salt-0xdead"
+    )
     options: dict[str, Any] = {"url": "https://matomo.test", "token_auth": SENTINEL_TOKEN}
     threads = ThreadDispatcher(config)
     wsgi = WsgiMiddleware(WsgiApp(), **options)
@@ -347,7 +361,9 @@ def test_failures_never_log_the_token(
 
 
 @pytest.mark.parametrize("dispatcher", DISPATCHERS)
-def test_a_refused_connection_never_logs_the_token(dispatcher: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_refused_connection_never_logs_the_token(
+    dispatcher: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     with serving() as server:
         url = server.base_url
@@ -355,8 +371,8 @@ def test_a_refused_connection_never_logs_the_token(dispatcher: str, caplog: pyte
 
     stats = DISPATCHERS[dispatcher](config)
 
-    assert stats.sent == 0 and stats.last_error is not None
-    assert "could not reach" in stats.last_error
+    assert stats.sent == 0
+    assert "could not reach" in (stats.last_error or "")
     assert SENTINEL_TOKEN not in repr(stats) + logged_text(caplog)
 
 
@@ -368,14 +384,17 @@ def test_a_refused_connection_never_logs_the_token(dispatcher: str, caplog: pyte
 def test_redirects_are_never_followed(
     dispatcher: str, status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with serving() as elsewhere, serving(redirect_to=elsewhere.url, redirect_status=status) as server:
+    with (
+        serving() as elsewhere,
+        serving(redirect_to=elsewhere.url, redirect_status=status) as server,
+    ):
         config = TrackingConfig(url=server.base_url, token_auth=SENTINEL_TOKEN, **FAST)
         stats = DISPATCHERS[dispatcher](config)
 
     assert targets(elsewhere) == []  # nothing arrived at the other address
     assert len(targets(server)) == 1  # one POST, refused, never resent
     assert (stats.sent, stats.failed) == (0, 3)
-    assert stats.last_error is not None and "redirect" in stats.last_error
+    assert "redirect" in (stats.last_error or "")
     assert SENTINEL_TOKEN not in repr(stats) + logged_text(caplog)
 
 
@@ -390,7 +409,7 @@ def test_redirects_are_not_followed_even_by_a_client_that_follows_them() -> None
     assert threads.failed == asyncs.failed == 3
 
 
-# -- never in the CLI's output ----------------------------------------------------------------------
+# -- never in the CLI's output -------------------------------------------------------------------
 
 
 def _run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -413,7 +432,10 @@ CLI_OUTCOMES: dict[str, tuple[Callable[[TargetRecordingCollector], None], list[s
 @pytest.mark.parametrize("token_from", ["env", "argv"])
 @pytest.mark.parametrize("outcome", CLI_OUTCOMES)
 def test_cli_check_never_prints_the_token(
-    outcome: str, token_from: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    outcome: str,
+    token_from: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     prepare, args, expected_code, expected_text = CLI_OUTCOMES[outcome]
     token_args = ["--token-auth", SENTINEL_TOKEN] if token_from == "argv" else []
@@ -442,10 +464,13 @@ def test_cli_check_never_prints_the_token_when_refused_redirected_or_misconfigur
         outputs.append(_run_cli(capsys, "--url", server.base_url))
     assert targets(elsewhere) == []
     outputs.append(_run_cli(capsys, "--url", "ftp://matomo.test", "--token-auth", SENTINEL_TOKEN))
-    outputs.append(_run_cli(capsys, "--url", "https://m.test/matomo.php?token_auth=" + SENTINEL_TOKEN))
+    outputs.append(
+        _run_cli(capsys, "--url", "https://m.test/matomo.php?token_auth=" + SENTINEL_TOKEN)
+    )
 
     assert [code for code, _ in outputs] == [1, 1, 2, 2]
-    assert "refused" in outputs[0][1] and "redirect" in outputs[1][1]
+    assert "refused" in outputs[0][1]
+    assert "redirect" in outputs[1][1]
     for _, output in outputs:
         assert SENTINEL_TOKEN not in output
 
@@ -455,7 +480,9 @@ def test_cli_check_masks_a_token_that_a_server_echoes(capsys: pytest.CaptureFixt
         token = json.loads(request.content)["token_auth"]
         if request.url.path.endswith("/redirect/matomo.php"):
             return httpx.Response(302, headers={"location": f"https://x.test/?token_auth={token}"})
-        return httpx.Response(200, json={"status": "success", "tracked": 0, "invalid": 0, "echo": token})
+        return httpx.Response(
+            200, json={"status": "success", "tracked": 0, "invalid": 0, "echo": token}
+        )
 
     with httpx.Client(transport=httpx.MockTransport(echo)) as client:
         codes = [
@@ -465,18 +492,21 @@ def test_cli_check_masks_a_token_that_a_server_echoes(capsys: pytest.CaptureFixt
     output = capsys.readouterr().out
 
     assert codes == [1, 1]
-    assert "HTTP 302" in output and "tracked" in output
+    assert "HTTP 302" in output
+    assert "tracked" in output
     assert SENTINEL_TOKEN not in output
 
 
-# -- never in generated JavaScript --------------------------------------------------------------------
+# -- never in generated JavaScript ---------------------------------------------------------------
 
 
 def test_generated_javascript_never_contains_the_token() -> None:
     config = TrackingConfig(url="https://matomo.test", site_id=3, token_auth=SENTINEL_TOKEN)
     codes = [
         tracking_code_for(config),
-        tracking_code_for(config, noscript=True, user_id="u", document_title="t", dimensions={1: "d"}),
+        tracking_code_for(
+            config, noscript=True, user_id="u", document_title="t", dimensions={1: "d"}
+        ),
         tracking_code(url=config.url, site_id=1, noscript=True),
     ]
 

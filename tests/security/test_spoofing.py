@@ -45,7 +45,10 @@ def test_no_trusted_proxies_x_forwarded_for_changes_nothing(adapter: str) -> Non
 
 def test_no_trusted_proxies_forwarded_changes_nothing(adapter: str) -> None:
     hit = track_request(
-        adapter, TOKEN, headers=[("forwarded", f"for={FORGED};proto=https;host=evil.example")], client=VISITOR
+        adapter,
+        TOKEN,
+        headers=[("forwarded", f"for={FORGED};proto=https;host=evil.example")],
+        client=VISITOR,
     ).hit
 
     assert hit["cip"] == VISITOR
@@ -56,7 +59,11 @@ def test_no_trusted_proxies_x_forwarded_proto_and_host_change_nothing(adapter: s
     hit = track_request(
         adapter,
         TOKEN,
-        headers=[("host", "shop.test"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "evil.example")],
+        headers=[
+            ("host", "shop.test"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ],
         client=VISITOR,
     ).hit
 
@@ -69,7 +76,11 @@ def test_no_trusted_proxies_every_spoof_header_at_once_changes_nothing(adapter: 
         adapter, TOKEN, headers=[("host", "shop.test"), *SPOOF_HEADERS], client=VISITOR
     ).hit
 
-    assert (spoofed["cip"], spoofed["url"]) == (plain["cip"], plain["url"]) == (VISITOR, "http://shop.test/")
+    assert (
+        (spoofed["cip"], spoofed["url"])
+        == (plain["cip"], plain["url"])
+        == (VISITOR, "http://shop.test/")
+    )
 
 
 def test_no_token_no_visitor_ip_leaves_the_process(adapter: str) -> None:
@@ -130,7 +141,10 @@ def test_trusted_proxy_forwarded_is_read_from_the_right(adapter: str) -> None:
     hit = track_request(
         adapter,
         BEHIND_PROXY,
-        headers=[("host", "shop.test"), ("forwarded", f"for={FORGED};host=evil.example, for={VISITOR};proto=https")],
+        headers=[
+            ("host", "shop.test"),
+            ("forwarded", f"for={FORGED};host=evil.example, for={VISITOR};proto=https"),
+        ],
         client=PROXY,
     ).hit
 
@@ -184,7 +198,7 @@ def test_trusted_proxy_setting_both_headers_alike_is_believed(adapter: str) -> N
         adapter,
         BEHIND_PROXY,
         headers=[
-            ("forwarded", f'for="[2001:db8::7]:4711";proto=https;host=www.shop.test'),
+            ("forwarded", 'for="[2001:db8::7]:4711";proto=https;host=www.shop.test'),
             ("x-forwarded-for", "2001:db8::7"),
             ("x-forwarded-proto", "https"),
         ],
@@ -199,7 +213,9 @@ def test_trusted_proxy_setting_both_headers_alike_is_believed(adapter: str) -> N
     "xff",
     ["garbage", "unknown", "_hidden", "999.1.1.1", "1.2.3.4.5", "", ",,,", "[::1"],
 )
-def test_trusted_proxy_garbage_in_x_forwarded_for_falls_back_to_the_peer(adapter: str, xff: str) -> None:
+def test_trusted_proxy_garbage_in_x_forwarded_for_falls_back_to_the_peer(
+    adapter: str, xff: str
+) -> None:
     hit = track_request(adapter, BEHIND_PROXY, headers=[("x-forwarded-for", xff)], client=PROXY).hit
 
     assert hit["cip"] == PROXY
@@ -208,7 +224,9 @@ def test_trusted_proxy_garbage_in_x_forwarded_for_falls_back_to_the_peer(adapter
 @pytest.mark.parametrize(
     "forwarded", ["for=garbage", "for", "=;=;", 'for="[::1', "for=unknown;proto=https", "\x00\xff"]
 )
-def test_trusted_proxy_garbage_in_forwarded_falls_back_to_the_peer(adapter: str, forwarded: str) -> None:
+def test_trusted_proxy_garbage_in_forwarded_falls_back_to_the_peer(
+    adapter: str, forwarded: str
+) -> None:
     hit = track_request(adapter, BEHIND_PROXY, headers=[("forwarded", forwarded)], client=PROXY).hit
 
     assert hit["cip"] == PROXY
@@ -224,8 +242,12 @@ def test_trusted_proxy_garbage_in_forwarded_falls_back_to_the_peer(adapter: str,
         ("::ffff:198.51.100.7", VISITOR),
     ],
 )
-def test_ipv6_zone_ids_ports_and_mapped_addresses_are_read(adapter: str, value: str, address: str) -> None:
-    hit = track_request(adapter, BEHIND_PROXY, headers=[("x-forwarded-for", value)], client=PROXY).hit
+def test_ipv6_zone_ids_ports_and_mapped_addresses_are_read(
+    adapter: str, value: str, address: str
+) -> None:
+    hit = track_request(
+        adapter, BEHIND_PROXY, headers=[("x-forwarded-for", value)], client=PROXY
+    ).hit
 
     assert hit["cip"] == address
 
@@ -274,7 +296,11 @@ def test_base_url_ignores_host_and_forwarded_headers(adapter: str) -> None:
         adapter,
         options,
         path="/items/1",
-        headers=[("host", "evil.example"), ("x-forwarded-host", "evil2.example"), ("x-forwarded-proto", "http")],
+        headers=[
+            ("host", "evil.example"),
+            ("x-forwarded-host", "evil2.example"),
+            ("x-forwarded-proto", "http"),
+        ],
         client=PROXY,
     ).hit
 
@@ -283,8 +309,19 @@ def test_base_url_ignores_host_and_forwarded_headers(adapter: str) -> None:
 
 @pytest.mark.parametrize(
     "host",
-    ["evil.example/x?y#", "a@evil.example", "a b", "shop.test:99999", "[", "[::1", "[zz::1]",
-     "shop.test:", "\u00e9vil.example", "evil.example\\x", ""],
+    [
+        "evil.example/x?y#",
+        "a@evil.example",
+        "a b",
+        "shop.test:99999",
+        "[",
+        "[::1",
+        "[zz::1]",
+        "shop.test:",
+        "\u00e9vil.example",
+        "evil.example\\x",
+        "",
+    ],
 )
 def test_forged_host_with_garbage_falls_back_to_the_server_address(adapter: str, host: str) -> None:
     hit = track_request(adapter, {}, headers=[("host", host)], server=("shop.test", 8080)).hit
@@ -304,7 +341,11 @@ def test_garbage_x_forwarded_host_from_a_trusted_proxy_is_ignored(adapter: str) 
     hit = track_request(
         adapter,
         BEHIND_PROXY,
-        headers=[("host", "shop.test"), ("x-forwarded-for", VISITOR), ("x-forwarded-host", "a@evil.example")],
+        headers=[
+            ("host", "shop.test"),
+            ("x-forwarded-for", VISITOR),
+            ("x-forwarded-host", "a@evil.example"),
+        ],
         client=PROXY,
     ).hit
 
