@@ -26,8 +26,6 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
-_clock: Callable[[], float] = time.perf_counter
-
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -35,6 +33,8 @@ from matomo_asgi import MatomoMiddleware as AsgiMiddleware
 from matomo_tracking.delivery import DispatchStats
 from matomo_tracking.hits import Hit
 from matomo_wsgi import MatomoMiddleware as WsgiMiddleware
+
+_clock: Callable[[], float] = time.perf_counter  # --clock cpu: time.thread_time
 
 CASES = ("asgi-tracked", "asgi-skipped", "wsgi-tracked", "wsgi-skipped")
 
@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {case} ({args.profile}, {args.n} requests)")
             profile(case, args.n, args.profile, args.limit)
         return 0
-    print(f"python {sys.version.split()[0]}, n={args.n}, repeats={args.repeats}, clock={args.clock}")
+    python = sys.version.split()[0]
+    print(f"python {python}, n={args.n}, repeats={args.repeats}, clock={args.clock}")
     print(f"{'case':<14} {'bare µs':>9} {'wrapped µs':>11} {'added µs':>9}")
     for case in cases:
         r = measure(case, args.n, args.repeats)

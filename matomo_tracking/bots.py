@@ -142,8 +142,8 @@ class BotInfo:
 
 _TOKENS = [token.lower() for token, _, _ in BOT_PATTERNS]
 _RANK = {token: rank for rank, token in reversed(list(enumerate(_TOKENS)))}
-# ASCII-only case folding: with Unicode folding "ſpider" would match "spider" and then miss
-# the rank table.
+# ASCII-only case folding: with Unicode folding, U+017F (long s) + "pider" would match
+# "spider" and then miss the rank table.
 _REGEX = re.compile(
     "|".join(re.escape(token) for token, _, _ in BOT_PATTERNS), re.IGNORECASE | re.ASCII
 )

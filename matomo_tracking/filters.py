@@ -35,9 +35,9 @@ class Filters:
     __slots__ = (
         "_agents",
         "_bots",
+        "_dnt",
         "_every_path",
         "_exact_paths",
-        "_dnt",
         "_gpc",
         "_html",
         "_methods",

@@ -62,6 +62,9 @@ _HINT_KEYS = tuple((name, encode_basestring(name) + ":") for name in CLIENT_HINT
 # agents longer than this are not remembered, so that huge headers cannot fill the memory.
 _VISITOR_CACHE_SIZE = 4096
 _VISITOR_CACHE_MAX_UA = 512
+# uadata strings remembered per builder, by the raw hint headers (bounded like the above).
+_HINTS_CACHE_SIZE = 1024
+_HINTS_CACHE_MAX_CHARS = 1024
 
 T = TypeVar("T")
 
@@ -151,7 +154,10 @@ class HitBuilder:
         "_day",
         "_failed_hooks",
         "_has_dimensions",
+        "_hints",
+        "_response_filters",
         "_salt",
+        "_site",
         "_visitors",
         "config",
         "filters",
@@ -166,8 +172,11 @@ class HitBuilder:
         self._day: tuple[int, str] = (-1, "")
         self._failed_hooks: set[str] = set()
         self._visitors: dict[tuple[str, str, int, str], str] = {}
+        self._hints: dict[tuple[str | None, ...], str] = {}
         # Derived once: what every request would otherwise recompute.
         self._base_prefix = config.base_url.rstrip("/") if config.base_url is not None else None
+        self._site = config.site_id if isinstance(config.site_id, int) else None
+        self._response_filters = bool(config.ignore_status_codes) or config.ignore_html
         self._has_dimensions = bool(
             config.dimensions
             or config.status_dimension is not None
@@ -264,6 +273,21 @@ class HitBuilder:
         self._day = (day, text)
         return text
 
+    def _uadata(self, headers: Mapping[str, str]) -> str | None:
+        """``_client_hints(headers)``, remembered: hints repeat across the visitors of one
+        browser version."""
+        if "sec-ch-ua" not in headers and "x-requested-with" not in headers:
+            return None
+        key = tuple(map(headers.get, CLIENT_HINT_HEADERS))
+        uadata = self._hints.get(key)
+        if uadata is None:
+            uadata = _client_hints(headers)
+            if uadata is not None and sum(map(len, filter(None, key))) <= _HINTS_CACHE_MAX_CHARS:
+                if len(self._hints) >= _HINTS_CACHE_SIZE:
+                    self._hints.clear()
+                self._hints[key] = uadata
+        return uadata
+
     def _salted_visitor_id(self, client_ip: str, ua: str, site: int, day: str) -> str:
         """``salted_visitor_id`` with this builder's salt, remembered for repeat visitors."""
         key = (client_ip, ua, site, day)
@@ -290,9 +314,9 @@ class HitBuilder:
         config = self.config
         if context is not None and context.skipped:
             return []
-        if self.filters.skip_response(response) is not None:
+        if self._response_filters and self.filters.skip_response(response) is not None:
             return []
-        site = self.site_id(request)
+        site = self._site if self._site is not None else self.site_id(request)
         if site is None:
             return []
         headers = request.headers
@@ -336,7 +360,7 @@ class HitBuilder:
                 params["pf_srv"] = str(pf_srv)
         params["pv_id"] = new_page_view_id(rng)
         self._identity(params, request, origin, context, site, ua, now)
-        uadata = _client_hints(headers)
+        uadata = self._uadata(headers)
         if uadata:
             params["uadata"] = uadata
         if self._has_dimensions or (context is not None and context.dimensions):

@@ -21,9 +21,7 @@ __all__ = [
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 # Every byte a path keeps as it is (letters, digits, ``_PATH_SAFE``): a path made only of these
 # needs no quoting.
-_PATH_KEPT = (
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" + _PATH_SAFE.encode()
-)
+_PATH_KEPT = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" + _PATH_SAFE.encode()
 # The header names browsers and proxies send most, by their WSGI environ key and by their
 # raw ASGI name (others are converted as they come).
 _COMMON_HEADERS = (
@@ -138,6 +136,8 @@ def _asgi_paths(scope: Mapping[str, Any]) -> tuple[str, str, str]:
     """(root path, app-relative path, full path) of an ASGI scope."""
     root_path = scope.get("root_path") or ""
     path = scope.get("path") or "/"
+    if not root_path and path.__class__ is str and path[:1] == "/":
+        return "", path, path  # the common case, as the general one below would find it
     if not isinstance(root_path, str):
         root_path = ""
     if not isinstance(path, str):
@@ -191,7 +191,7 @@ def request_from_asgi(scope: Mapping[str, Any]) -> RequestView:
 
     root_path, app_path, full_path = _asgi_paths(scope)
 
-    url_path = _encode_path(full_path)
+    url_path: str | None = None
     raw_path = scope.get("raw_path")
     if isinstance(raw_path, bytes) and raw_path:
         # raw_path keeps the client's own percent-encoding (the query never belongs to it);
@@ -203,12 +203,18 @@ def request_from_asgi(scope: Mapping[str, Any]) -> RequestView:
                 url_path = raw
             elif root_path and decoded == app_path:
                 url_path = _encode_path(root_path) + raw
+    if url_path is None:
+        url_path = _encode_path(full_path)
 
     query = scope.get("query_string") or b""
     query_string = decode_header(query) if isinstance(query, bytes) else ""
 
     client = scope.get("client")
-    peer = client[0] if isinstance(client, list | tuple) and client and isinstance(client[0], str) else None
+    peer = (
+        client[0]
+        if isinstance(client, (list, tuple)) and client and isinstance(client[0], str)
+        else None
+    )
 
     method = scope.get("method")
     scheme = scope.get("scheme")
@@ -278,7 +284,7 @@ def request_from_wsgi(environ: Mapping[str, Any]) -> RequestView:
     script_name = decode_header(script_raw)
     app_path = decode_header(info_raw) if info_raw else "/"
 
-    url_path = _encode_path(full_raw)
+    url_path: str | None = None
     raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if isinstance(raw_uri, str):
         # The request target as sent (gunicorn RAW_URI, uWSGI/mod_wsgi REQUEST_URI) keeps the
@@ -290,6 +296,8 @@ def request_from_wsgi(environ: Mapping[str, Any]) -> RequestView:
                 url_path = raw
             elif script_raw and decoded == (info_raw or b"/"):
                 url_path = _encode_path(script_raw) + raw
+    if url_path is None:
+        url_path = _encode_path(full_raw)
 
     query = environ.get("QUERY_STRING") or ""
     query_string = _wsgi_text(query) if isinstance(query, str) else ""

@@ -50,10 +50,7 @@ def _plain(cookie_header: str) -> bool:
     space but the one after each ``;`` (SimpleCookie also splits at white space)."""
     text = cookie_header.replace("; ", ";").strip()
     return (
-        '"' not in text
-        and "," not in text
-        and "\\" not in text
-        and len(text.split(None, 1)) == 1
+        '"' not in text and "," not in text and "\\" not in text and len(text.split(None, 1)) == 1
     )
 
 

@@ -400,7 +400,7 @@ class Collector:
 
 
 def _int(value: object) -> int | None:
-    # ASCII digits only, as PHP reads ints: "²" and "١" are digits to str.isdigit()
+    # ASCII digits only, as PHP reads ints: superscripts are digits to str.isdigit()
     if isinstance(value, str) and _INT.fullmatch(value.strip()):
         return int(value)
     return None

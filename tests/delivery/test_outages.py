@@ -198,9 +198,7 @@ def test_a_held_matomo_costs_no_more_than_the_queue_caps(
     assert dispatcher.stats().sent == accepted
 
 
-def test_an_outage_of_any_length_stays_within_the_caps(
-    make: Make, matomo: CollectorServer
-) -> None:
+def test_an_outage_of_any_length_stays_within_the_caps(make: Make, matomo: CollectorServer) -> None:
     matomo.refuse()
     dispatcher = make(url=matomo.base_url, queue_max_hits=500, batch_max_hits=100)
     budget = dispatcher.budget

@@ -113,6 +113,7 @@ def _stop(server: ServerProcess) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.e2e
 def test_uvicorn_sigterm_during_an_outage_exits_by_the_deadline(down: CollectorServer) -> None:
     port = free_port()
     env = {
@@ -135,6 +136,7 @@ def test_uvicorn_sigterm_during_an_outage_exits_by_the_deadline(down: CollectorS
     assert down.collector.hits == []  # given up on, never sent later
 
 
+@pytest.mark.e2e
 def test_gunicorn_sigterm_during_an_outage_exits_by_the_deadline(down: CollectorServer) -> None:
     port = free_port()
     env = {"MATOMO_URL": down.base_url, "MATOMO_SHUTDOWN_TIMEOUT": "2", "MATOMO_TIMEOUT": "1"}
