@@ -7,6 +7,7 @@ nothing in it suspends.
     python bench/profile_hot_path.py                      # µs/request, median of repeats
     python bench/profile_hot_path.py --profile cprofile --case wsgi-tracked
     python bench/profile_hot_path.py --profile pyinstrument --case asgi-tracked
+    python bench/profile_hot_path.py --visitors 100000 --clock cpu  # caches missing
 
 Cases: ``asgi-tracked``, ``asgi-skipped``, ``wsgi-tracked``, ``wsgi-skipped`` (skipped = a path
 under ``ignore_paths``). "added" is wrapped minus bare, the cost the middleware adds.
@@ -87,7 +88,24 @@ class NullDispatcher:
         return DispatchStats()
 
 
-def _scope(path: str) -> dict[str, Any]:
+def _visitor(path: str, visitor: int | None) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """(path, query, peer, headers) of the request; visitor ``i`` (``--visitors``) varies what
+    differs between visitors: address, page id, query, and the ``_pk_id`` cookie (odd visitors
+    have none, so their ``cid`` is the keyed hash)."""
+    if visitor is None:
+        return path, _QUERY, _PEER, _HEADERS
+    if path == _PATH:
+        path = f"/products/{visitor}"
+    peer = f"10.{visitor >> 16 & 255}.{visitor >> 8 & 255}.{visitor & 255}"
+    cookie = f"sessionid={visitor:016x}; csrftoken=Zq1Xw2Ce3Vr4Bt5Ny6Mu7"
+    if visitor % 2 == 0:
+        cookie += f"; _pk_id.1.1fff={visitor:016x}.1700000000."
+    headers = [(k, cookie if k == "cookie" else v) for k, v in _HEADERS]
+    return path, f"{_QUERY}&v={visitor}", peer, headers
+
+
+def _scope(path: str, visitor: int | None = None) -> dict[str, Any]:
+    path, query, peer, headers = _visitor(path, visitor)
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -97,25 +115,26 @@ def _scope(path: str) -> dict[str, Any]:
         "path": path,
         "raw_path": path.encode(),
         "root_path": "",
-        "query_string": _QUERY.encode(),
-        "headers": [(k.encode(), v.encode()) for k, v in _HEADERS],
-        "client": (_PEER, 51234),
+        "query_string": query.encode(),
+        "headers": [(k.encode(), v.encode()) for k, v in headers],
+        "client": (peer, 51234),
         "server": ("10.0.0.5", 8000),
     }
 
 
-def _environ(path: str) -> dict[str, Any]:
+def _environ(path: str, visitor: int | None = None) -> dict[str, Any]:
+    path, query, peer, headers = _visitor(path, visitor)
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "GET",
         "SCRIPT_NAME": "",
         "PATH_INFO": path,
-        "QUERY_STRING": _QUERY,
+        "QUERY_STRING": query,
         "SERVER_NAME": "10.0.0.5",
         "SERVER_PORT": "8000",
         "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": _PEER,
+        "REMOTE_ADDR": peer,
         "REMOTE_PORT": "51234",
-        "RAW_URI": f"{path}?{_QUERY}",
+        "RAW_URI": f"{path}?{query}",
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "https",
         "wsgi.input": io.BytesIO(b""),
@@ -124,7 +143,7 @@ def _environ(path: str) -> dict[str, Any]:
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
     }
-    for name, value in _HEADERS:
+    for name, value in headers:
         environ["HTTP_" + name.upper().replace("-", "_")] = value
     return environ
 
@@ -176,32 +195,38 @@ def _write(data: bytes) -> None:
     return None
 
 
-def asgi_runner(app: Any, path: str) -> Callable[[int], float]:
+def _templates(make: Callable[..., dict[str, Any]], path: str, visitors: int) -> list[Any]:
+    if visitors <= 1:
+        return [make(path)]
+    return [make(path, i) for i in range(visitors)]
+
+
+def asgi_runner(app: Any, path: str, visitors: int = 1) -> Callable[[int], float]:
     """A loop of ``n`` requests to ``app``; returns the µs per request."""
-    template = _scope(path)
+    templates = _templates(_scope, path, visitors)
+    count = len(templates)
 
     def run(n: int) -> float:
-        scope_of = template.copy
         clock = _clock
         start = clock()
-        for _ in range(n):
-            scope = scope_of()  # the middleware writes scope["state"]
+        for i in range(n):
+            scope = templates[i % count].copy()  # the middleware writes scope["state"]
             _step(app(scope, _receive, _send))
         return (clock() - start) / n * 1e6
 
     return run
 
 
-def wsgi_runner(app: Any, path: str) -> Callable[[int], float]:
+def wsgi_runner(app: Any, path: str, visitors: int = 1) -> Callable[[int], float]:
     """A loop of ``n`` requests to ``app`` as a server runs them (iterate, then close)."""
-    template = _environ(path)
+    templates = _templates(_environ, path, visitors)
+    count = len(templates)
 
     def run(n: int) -> float:
-        environ_of = template.copy
         clock = _clock
         start = clock()
-        for _ in range(n):
-            environ = environ_of()  # the middleware writes environ["matomo"]
+        for i in range(n):
+            environ = templates[i % count].copy()  # the middleware writes environ["matomo"]
             result = app(environ, _start_response)
             for _chunk in result:
                 pass
@@ -213,20 +238,23 @@ def wsgi_runner(app: Any, path: str) -> Callable[[int], float]:
     return run
 
 
-def runners(case: str) -> tuple[Callable[[int], float], Callable[[int], float]]:
+def runners(case: str, visitors: int = 1) -> tuple[Callable[[int], float], Callable[[int], float]]:
     """(bare, wrapped) loops of one case."""
     stack, kind = case.split("-")
     path = _PATH if kind == "tracked" else _SKIPPED_PATH
     if stack == "asgi":
         wrapped_asgi = AsgiMiddleware(tiny_asgi, dispatcher=NullDispatcher(), **_OPTIONS)
-        return asgi_runner(tiny_asgi, path), asgi_runner(wrapped_asgi, path)
+        return (
+            asgi_runner(tiny_asgi, path, visitors),
+            asgi_runner(wrapped_asgi, path, visitors),
+        )
     wrapped_wsgi = WsgiMiddleware(tiny_wsgi, dispatcher=NullDispatcher(), **_OPTIONS)
-    return wsgi_runner(tiny_wsgi, path), wsgi_runner(wrapped_wsgi, path)
+    return wsgi_runner(tiny_wsgi, path, visitors), wsgi_runner(wrapped_wsgi, path, visitors)
 
 
-def measure(case: str, n: int, repeats: int) -> dict[str, float]:
+def measure(case: str, n: int, repeats: int, visitors: int = 1) -> dict[str, float]:
     """Median µs per request, bare and wrapped, interleaved run by run."""
-    bare, wrapped = runners(case)
+    bare, wrapped = runners(case, visitors)
     bare(n // 5)
     wrapped(n // 5)  # warm up (caches, branch predictors, allocator)
     bare_runs: list[float] = []
@@ -245,9 +273,9 @@ def measure(case: str, n: int, repeats: int) -> dict[str, float]:
     return {"bare": b, "wrapped": w, "added": w - b}
 
 
-def profile(case: str, n: int, tool: str, limit: int) -> None:
+def profile(case: str, n: int, tool: str, limit: int, visitors: int = 1) -> None:
     """Profile ``n`` wrapped requests of ``case`` with cProfile or pyinstrument."""
-    _, wrapped = runners(case)
+    _, wrapped = runners(case, visitors)
     wrapped(max(1, n // 5))
     if tool == "cprofile":
         profiler = cProfile.Profile()
@@ -276,6 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=("cprofile", "pyinstrument"))
     parser.add_argument("--limit", type=int, default=30, help="rows of the cProfile tables")
     parser.add_argument(
+        "--visitors",
+        type=int,
+        default=1,
+        help="1: the same request every time (default); N: N distinct visitors in turn "
+        "(address, page, query, cookie vary), so that per-visitor caches miss",
+    )
+    parser.add_argument(
         "--clock",
         choices=("wall", "cpu"),
         default="wall",
@@ -288,13 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         for case in cases:
             print(f"== {case} ({args.profile}, {args.n} requests)")
-            profile(case, args.n, args.profile, args.limit)
+            profile(case, args.n, args.profile, args.limit, args.visitors)
         return 0
     python = sys.version.split()[0]
-    print(f"python {python}, n={args.n}, repeats={args.repeats}, clock={args.clock}")
+    print(
+        f"python {python}, n={args.n}, repeats={args.repeats}, clock={args.clock}, "
+        f"visitors={args.visitors}"
+    )
     print(f"{'case':<14} {'bare µs':>9} {'wrapped µs':>11} {'added µs':>9}")
     for case in cases:
-        r = measure(case, args.n, args.repeats)
+        r = measure(case, args.n, args.repeats, args.visitors)
         print(f"{case:<14} {r['bare']:>9.2f} {r['wrapped']:>11.2f} {r['added']:>9.2f}")
     return 0
 

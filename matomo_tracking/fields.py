@@ -76,4 +76,5 @@ def clean_text(value: str, limit: int) -> str:
     """Control characters removed, surrounding space trimmed, cut to ``limit`` characters."""
     if not value.isprintable():
         value = value.translate(_CONTROL)
-    return truncate_chars(value.strip(), limit)
+    value = value.strip()
+    return value if len(value) <= limit else value[:limit]  # truncate_chars(), inlined

@@ -282,7 +282,7 @@ class HitBuilder:
         uadata = self._hints.get(key)
         if uadata is None:
             uadata = _client_hints(headers)
-            if uadata is not None and sum(map(len, filter(None, key))) <= _HINTS_CACHE_MAX_CHARS:
+            if sum(map(len, filter(None, key))) <= _HINTS_CACHE_MAX_CHARS:
                 if len(self._hints) >= _HINTS_CACHE_SIZE:
                     self._hints.clear()
                 self._hints[key] = uadata
@@ -469,9 +469,8 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
-def _client_hints(headers: Mapping[str, str]) -> str | None:
-    if "sec-ch-ua" not in headers and "x-requested-with" not in headers:
-        return None
+def _client_hints(headers: Mapping[str, str]) -> str:
+    # only called when a hint header is there (HitBuilder._uadata checks)
     members = [
         key + encode_basestring(clean_text(headers[name], 256))
         for name, key in _HINT_KEYS

@@ -40,8 +40,9 @@ def pk_visitor_id(cookie_header: str, site_id: int) -> str | None:
             return None  # the prefix is inside another cookie's value
         end = cookie_header.find(";", start)
         pair = cookie_header[start:] if end == -1 else cookie_header[start:end]
-        visitor = unquote(pair.strip().partition("=")[2]).split(".", 1)[0]
-        return visitor.lower() if valid_visitor_id(visitor) else None
+        value = pair.strip().partition("=")[2]
+        visitor = (unquote(value) if "%" in value else value).split(".", 1)[0]
+        return visitor.lower() if _HEX16.fullmatch(visitor) is not None else None
     return _pk_visitor_id_slow(cookie_header, prefix)
 
 

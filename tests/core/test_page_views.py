@@ -972,3 +972,32 @@ def test_handler_dimensions_without_configured_ones() -> None:
     assert {k: v for k, v in hit.params.items() if k.startswith("dimension")} == {
         "dimension7": "from-handler"
     }
+
+
+def test_client_hints_are_remembered_within_bounds() -> None:
+    hits_builder = builder()
+    rng = FixedRandom()
+
+    def uadata(platform: str) -> str:
+        request = asgi(
+            extra_headers=[(b"sec-ch-ua", b'"A";v="1"'), (b"sec-ch-ua-platform", platform.encode())]
+        )
+        (hit,) = hits_builder.build(request, OK, None, now=NOW, rng=rng)
+        return hit.params["uadata"]
+
+    first = uadata("Linux")
+    assert uadata("Linux") == first  # remembered
+    values = {uadata(f"P{i}") for i in range(4200)}
+    huge = uadata("x" * 5000)
+
+    assert (
+        uadata("Linux") == first == '{"sec-ch-ua":"\\"A\\";v=\\"1\\"","sec-ch-ua-platform":"Linux"}'
+    )
+    assert len(values) == 4200
+    assert huge.endswith('"sec-ch-ua-platform":"' + "x" * 256 + '"}')
+
+
+def test_site_id_of_a_request() -> None:
+    assert builder().site_id(asgi()) == 1
+    assert builder(site_id=lambda r: 4).site_id(asgi()) == 4
+    assert builder(site_id=lambda r: -4).site_id(asgi()) is None

@@ -161,6 +161,9 @@ def test_request_from_asgi(scope_: dict[str, Any], fields: dict[str, Any]) -> No
         (scope("/x", root_path="/api"), "/x"),
         (scope("/api", root_path="/api"), "/"),
         ({"path": None}, "/"),
+        (scope("/x"), "/x"),
+        ({"path": "x"}, "/x"),
+        ({"path": "/x", "root_path": ""}, "/x"),
     ],
 )
 def test_asgi_app_path(scope_: dict[str, Any], path: str) -> None:
