@@ -24,7 +24,7 @@ PYTHON = BIN / "python"
 
 
 def _ensure_venv(extra: str) -> None:
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 - dev.py may be run by any python3
         sys.exit("matomo-middleware needs Python >= 3.10")
     if not PYTHON.exists():
         print(f"creating {VENV}", flush=True)
@@ -34,9 +34,7 @@ def _ensure_venv(extra: str) -> None:
     if stamp.exists() and stamp.read_text() == digest:
         return
     print(f"installing matomo-middleware[{extra}] into {VENV}", flush=True)
-    subprocess.run(
-        [str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True
-    )
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
     subprocess.run(
         [str(PYTHON), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[{extra}]"], check=True
     )

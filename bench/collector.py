@@ -74,6 +74,7 @@ class BenchCollector:
     def __init__(self, counts_file: Path | None = None) -> None:
         self.counts_file = counts_file
         self.latency = 0.0
+        self.concurrent = 0  # tracking requests in progress
         self.reset()
 
     def reset(self) -> None:
@@ -84,6 +85,8 @@ class BenchCollector:
         self.unparsed = 0
         self.bytes = 0
         self.since = time.time()
+        # the most tracking requests in progress at once (body read, not yet answered)
+        self.max_concurrent = self.concurrent
 
     def counts(self) -> dict[str, Any]:
         """The counters (and the current latency) as a JSON-able dict."""
@@ -94,6 +97,7 @@ class BenchCollector:
             "unparsed": self.unparsed,
             "bytes": self.bytes,
             "since": self.since,
+            "max_concurrent": self.max_concurrent,
             "latency_ms": round(self.latency * 1000),
         }
 
@@ -111,9 +115,14 @@ class BenchCollector:
                 break
         path: str = scope["path"]
         if path.endswith(".php"):
-            if self.latency:
-                await asyncio.sleep(self.latency)
-            await self._track(scope, body, send)
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+            try:
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                await self._track(scope, body, send)
+            finally:
+                self.concurrent = max(0, self.concurrent - 1)
         elif path.startswith("/_bench/"):
             await self._control(scope, path, send)
         else:

@@ -1,5 +1,6 @@
-"""The asyncio dispatcher: hits are queued by ``submit`` (never blocking) and one worker task
-on the event loop posts them to Matomo in bulk batches with an ``httpx.AsyncClient``,
+"""The asyncio dispatcher: hits are queued by ``submit`` (never blocking); a worker task on the
+event loop cuts them into bulk batches and starts a task per batch, as many at once as the
+core's ``BatchWindow`` allows, each posting its batch with a shared ``httpx.AsyncClient`` and
 executing the core's delivery policy (``BatchDelivery``)."""
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import httpx
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery import (
     Answer,
-    BatchBuilder,
     BatchDelivery,
+    BatchWindow,
     DispatchStats,
     QueueBudget,
     Sleep,
     StatsRecorder,
     TransportError,
+    cut_batch,
 )
 from matomo_tracking.hits import Hit
 from matomo_tracking.wire import BULK_HEADERS, EncodedHit, encode_hit
@@ -45,7 +47,12 @@ class AsyncioDispatcher:
     ``queue_max_bytes``; it never blocks or raises, and returns False when the hit is dropped
     (counted in ``stats().dropped``: ``queue_full``, ``closed``). The worker gathers batches of
     up to ``batch_max_hits`` hits and ``batch_max_bytes`` bytes, waiting at most
-    ``batch_max_age`` seconds for a batch to fill, and posts them with retries and backoff.
+    ``batch_max_age`` seconds for a batch to fill, and posts them with retries and backoff:
+    one batch at a time while the queue is shallow; while a backlog of full batches waits (or
+    a flush wants everything out), one more in flight with each answer from Matomo, up to
+    ``max_concurrent_batches``, and back to one when an answer calls for a retry (the core's
+    ``BatchWindow``). Hits being delivered count against the queue's caps until their batch
+    is done.
 
     The worker starts with ``start()`` (``MatomoMiddleware`` calls it on lifespan startup) or
     on the first ``submit`` in a running event loop. ``aflush(timeout)`` waits for what was
@@ -54,9 +61,11 @@ class AsyncioDispatcher:
     the worker runs on; when that loop ends (a test client's loop, a fork), the next loop to
     submit takes over the queue.
 
-    ``http_client``: your own ``httpx.AsyncClient`` (proxies, TLS, headers); its timeout
-    applies, redirects are never followed, and you close it. Without one, a client with
-    ``timeout=config.timeout`` is made per event loop and closed with the worker.
+    ``http_client``: your own ``httpx.AsyncClient`` (proxies, TLS, headers); its timeout and
+    connection limits apply (allow ``max_concurrent_batches`` connections), redirects are
+    never followed, and you close it. Without one, a client with ``timeout=config.timeout``
+    and a pool of ``max_concurrent_batches`` connections is made per event loop and closed
+    with the worker.
     """
 
     def __init__(
@@ -78,6 +87,10 @@ class AsyncioDispatcher:
         self._pid = os.getpid()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
+        # The batches being delivered: their tasks (referenced here until they end) and the
+        # window that decides when the next one may start.
+        self._senders: set[asyncio.Task[None]] = set()
+        self._window = BatchWindow(config)
         self._wakeup: asyncio.Event | None = None
         self._progress: asyncio.Event | None = None
         self._closed = False
@@ -110,13 +123,17 @@ class AsyncioDispatcher:
                 self._warn_full()
                 return False
             self._queue.append(encoded)
+            before = self._queue_bytes
             self._queue_bytes += encoded.size
             self._admitted += 1
             self._stats.queued += 1
+            count = len(self._queue)
+            # Wake the worker when this hit changes what it waits for: a first hit (its age
+            # starts the clock), a batch that just became full, a flush or a shutdown.
             wake = (
-                len(self._queue) == 1
-                or len(self._queue) >= self.config.batch_max_hits
-                or self._queue_bytes >= self.config.batch_max_bytes
+                count == 1
+                or count == self.config.batch_max_hits
+                or before < self.config.batch_max_bytes <= self._queue_bytes
                 or self._urgent()
             )
         self._ensure_worker(wake)
@@ -140,6 +157,8 @@ class AsyncioDispatcher:
         self._stats = StatsRecorder(secret=self.config.token_auth)
         self._admitted = self._finished = self._flush_target = 0
         self._loop = self._worker = self._wakeup = self._progress = None
+        self._senders = set()
+        self._window = BatchWindow(self.config)
         self._client = None
 
     def _urgent(self) -> bool:
@@ -189,7 +208,11 @@ class AsyncioDispatcher:
     def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is not loop:
             # A client made on another loop holds that loop's connections: make a new one.
+            # Batches still running there (a loop stopped without cancelling its tasks) are
+            # that loop's: they finish there or never, in their own window.
             self._client = None
+            self._senders = set()
+            self._window = BatchWindow(self.config)
         self._loop = loop
         self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()
@@ -198,26 +221,52 @@ class AsyncioDispatcher:
         self._worker = loop.create_task(self._run(), name="matomo-dispatcher")
 
     async def _run(self) -> None:
-        batch: list[EncodedHit] = []
-        delivery: BatchDelivery | None = None
+        loop = asyncio.get_running_loop()
+        senders, window = self._senders, self._window
         try:
             while True:
-                batch = await self._next_batch()
-                delivery = BatchDelivery(batch, self.config, self._stats)
-                try:
-                    await self._deliver(delivery)
-                except Exception:
-                    with self._lock:
-                        left = delivery.abandon("error")
-                        self._stats.error(f"internal error while delivering; {left} hit(s) dropped")
-                    logger.debug("matomo: delivery error", exc_info=True)
-                self._finish(len(batch), sum(h.size for h in batch))
-                batch, delivery = [], None
+                # Taking a batch and starting its task happen in one step: a cancellation
+                # never finds a batch in between.
+                batch, size = await self._next_batch()
+                task = loop.create_task(self._send(batch, size, window), name="matomo-batch")
+                senders.add(task)
+                task.add_done_callback(senders.discard)
+        finally:
+            await self._stop_senders(senders)
+            await self._close_own_client()
+
+    async def _stop_senders(self, senders: set[asyncio.Task[None]]) -> None:
+        # Each batch task hands back (or, past the close deadline, gives up) what it holds.
+        running = [task for task in senders if not task.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _send(self, batch: list[EncodedHit], size: int, window: BatchWindow) -> None:
+        """One batch's task: deliver it, then free its room in the queue and the window."""
+        delivery = BatchDelivery(batch, self.config, self._stats)
+        try:
+            try:
+                await self._deliver(delivery, window)
+            except Exception:
+                with self._lock:
+                    left = delivery.abandon("error")
+                    self._stats.error(f"internal error while delivering; {left} hit(s) dropped")
+                logger.debug("matomo: delivery error", exc_info=True)
+            self._finish(len(batch), size)
         except asyncio.CancelledError:
             self._cancelled(batch, delivery)
             raise
         finally:
-            await self._close_own_client()
+            with self._lock:
+                window.finished()
+            self._wake_worker(window)
+
+    def _wake_worker(self, window: BatchWindow) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and window is self._window:
+            wakeup.set()
 
     def _cancelled(self, batch: list[EncodedHit], delivery: BatchDelivery | None) -> None:
         if not batch:
@@ -247,44 +296,39 @@ class AsyncioDispatcher:
         if self._progress is not None:
             self._progress.set()
 
-    async def _next_batch(self) -> list[EncodedHit]:
-        loop = asyncio.get_running_loop()
+    async def _next_batch(self) -> tuple[list[EncodedHit], int]:
+        """Wait until the window lets the next batch go; take it off the queue."""
         config = self.config
         wakeup = self._wakeup
         if wakeup is None:  # pragma: no cover - set by _start_worker before the task runs
             raise RuntimeError("worker started without a wakeup event")
+        window = self._window
         while True:
             wakeup.clear()
             with self._lock:
                 count = len(self._queue)
-                ready = (
-                    count >= config.batch_max_hits
-                    or self._queue_bytes >= config.batch_max_bytes
-                    or (count > 0 and self._urgent())
+                delay = window.wait(
+                    hits=count,
+                    size=self._queue_bytes,
+                    age=time.time() - self._queue[0].created if count else 0.0,
+                    urgent=self._urgent(),
                 )
-                oldest = self._queue[0].created if count else 0.0
-            if ready:
-                break
-            if count == 0:
+                if delay is not None and delay <= 0:
+                    batch, size = cut_batch(
+                        self._queue,
+                        max_hits=config.batch_max_hits,
+                        max_bytes=config.batch_max_bytes,
+                    )
+                    self._queue_bytes -= size
+                    window.started()
+                    return batch, size
+            if delay is None:
                 await wakeup.wait()
-                continue
-            due = config.batch_max_age - (time.time() - oldest)
-            if due <= 0:
-                break
-            deadline = loop.time() + due
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), max(0.0, deadline - loop.time()))
-        builder = BatchBuilder(config)
-        with self._lock:
-            while self._queue and not builder.full:
-                hit = self._queue.popleft()
-                if builder.offer(hit) is not None:
-                    self._queue.appendleft(hit)
-                    break
-                self._queue_bytes -= hit.size
-        return builder.take()
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), delay)
 
-    async def _deliver(self, delivery: BatchDelivery) -> None:
+    async def _deliver(self, delivery: BatchDelivery, window: BatchWindow) -> None:
         while True:
             with self._lock:
                 step = delivery.next_step(time.time(), self._rng.random())
@@ -299,13 +343,20 @@ class AsyncioDispatcher:
                     delivery.answered(outcome, time.time())
                 else:
                     delivery.failed(outcome[0], outcome[1], time.time())
+                window.answered(delivery.retry_due)
+            self._wake_worker(window)  # Matomo may be back: more batches may go
 
     # -- HTTP ------------------------------------------------------------------------------
     def _http_client(self) -> httpx.AsyncClient:
         if self._user_client is not None:
             return self._user_client
         if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False, timeout=self.config.timeout)
+            limit = self.config.max_concurrent_batches
+            self._client = httpx.AsyncClient(
+                follow_redirects=False,
+                timeout=self.config.timeout,
+                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            )
         return self._client
 
     async def _close_own_client(self) -> None:

@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from matomo_asgi.dispatcher import AsyncioDispatcher
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery import DispatchStats
 from matomo_tracking.dispatcher import Dispatcher
 from matomo_tracking.hits import Hit
 from matomo_tracking.tracker import BaseTracker
-
-from matomo_asgi.dispatcher import AsyncioDispatcher
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -43,7 +42,9 @@ class AsyncTracker(BaseTracker):
         config = TrackingConfig.from_kwargs(options)
         super().__init__(config, clock=time.time, rng=random.Random())
         self._dispatcher: Dispatcher = (
-            dispatcher if dispatcher is not None else AsyncioDispatcher(config, http_client=http_client)
+            dispatcher
+            if dispatcher is not None
+            else AsyncioDispatcher(config, http_client=http_client)
         )
 
     def _submit(self, hit: Hit) -> bool:

@@ -22,8 +22,8 @@ from matomo_tracking.delivery import (
 from matomo_tracking.dispatcher import Dispatcher
 from matomo_tracking.hits import Hit, HitBuilder, RandomSource
 from matomo_tracking.proxies import Origin, TrustedProxies
-from matomo_tracking.snippet import tracking_code, tracking_code_for
 from matomo_tracking.request import RequestView, ResponseView, request_from_asgi, request_from_wsgi
+from matomo_tracking.snippet import tracking_code, tracking_code_for
 from matomo_tracking.wire import EncodedHit, bulk_body, encode_hit
 
 __all__ = [

@@ -175,7 +175,13 @@ class EcommerceItem:
             category = self.category
         elif self.category is not None:
             category = list(self.category)
-        return [self.sku.strip(), self.name, category, float(number_text("price", self.price)), self.quantity]
+        return [
+            self.sku.strip(),
+            self.name,
+            category,
+            float(number_text("price", self.price)),
+            self.quantity,
+        ]
 
 
 def _items(items: Iterable[EcommerceItem | Mapping[str, object]]) -> str:

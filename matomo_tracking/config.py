@@ -125,6 +125,7 @@ class TrackingConfig:
     backoff_max: float = 60.0
     max_hit_age: float = 23 * 3600.0
     sync_mode: bool = False
+    max_concurrent_batches: int = 16
 
     def __post_init__(self) -> None:
         _check_url("url", self.url)
@@ -144,9 +145,8 @@ class TrackingConfig:
             raise _fail("visitor_salt", self.visitor_salt, "a non-empty string or None")
         object.__setattr__(self, "ignore_paths", _paths(self.ignore_paths))
         object.__setattr__(self, "ignore_patterns", _patterns(self.ignore_patterns))
-        object.__setattr__(
-            self, "ignore_methods", frozenset(m.upper() for m in _strs("ignore_methods", self.ignore_methods))
-        )
+        methods = _strs("ignore_methods", self.ignore_methods)
+        object.__setattr__(self, "ignore_methods", frozenset(m.upper() for m in methods))
         object.__setattr__(
             self, "ignore_status_codes", _status_codes(self.ignore_status_codes)
         )
@@ -154,9 +154,8 @@ class TrackingConfig:
             self, "ignore_user_agents", _patterns(self.ignore_user_agents, key="ignore_user_agents")
         )
         object.__setattr__(self, "trusted_proxies", _networks(self.trusted_proxies))
-        object.__setattr__(
-            self, "allowed_hosts", tuple(h.lower() for h in _strs("allowed_hosts", self.allowed_hosts))
-        )
+        hosts = _strs("allowed_hosts", self.allowed_hosts)
+        object.__setattr__(self, "allowed_hosts", tuple(h.lower() for h in hosts))
         object.__setattr__(
             self,
             "redact_query_params",
@@ -194,7 +193,13 @@ class TrackingConfig:
                 self.redact_query,
                 "a callable of a parameter name returning a bool, or None",
             )
-        for key in ("batch_max_hits", "batch_max_bytes", "queue_max_hits", "queue_max_bytes"):
+        for key in (
+            "batch_max_hits",
+            "batch_max_bytes",
+            "queue_max_hits",
+            "queue_max_bytes",
+            "max_concurrent_batches",
+        ):
             if not _positive_int(getattr(self, key)):
                 raise _fail(key, getattr(self, key), "a positive int")
         for key in (
@@ -224,7 +229,8 @@ class TrackingConfig:
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise ValueError(
-                f"unknown configuration key(s): {', '.join(unknown)}; accepted: {', '.join(sorted(known))}"
+                f"unknown configuration key(s): {', '.join(unknown)}; "
+                f"accepted: {', '.join(sorted(known))}"
             )
         if "url" not in kwargs:
             raise ValueError("url is required: the Matomo base URL or its matomo.php endpoint")
@@ -364,3 +370,4 @@ class TrackingOptions(TypedDict, total=False):
     backoff_max: float
     max_hit_age: float
     sync_mode: bool
+    max_concurrent_batches: int

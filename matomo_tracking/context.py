@@ -88,15 +88,17 @@ class TrackingContext:
             raise ValueError(f"dimension_id={dimension_id!r} is invalid: expected an int >= 1")
         self.dimensions[dimension_id] = clean_text(str(value), MAX_DIMENSION_CHARS)
 
-    def set_custom_variable(
-        self, slot: int, name: str, value: str, scope: str = "page"
-    ) -> None:
+    def set_custom_variable(self, slot: int, name: str, value: str, scope: str = "page") -> None:
         """A legacy custom variable in ``page`` (``cvar``) or ``visit`` (``_cvar``) scope.
 
         Slots run from 1 to ``max_custom_variables`` (default 5); needs Matomo's
         CustomVariables plugin.
         """
-        if isinstance(slot, bool) or not isinstance(slot, int) or not 1 <= slot <= self.max_custom_variables:
+        if (
+            isinstance(slot, bool)
+            or not isinstance(slot, int)
+            or not 1 <= slot <= self.max_custom_variables
+        ):
             raise ValueError(
                 f"slot={slot!r} is invalid: expected 1 to {self.max_custom_variables}"
                 " (raise max_custom_variables to use more slots)"

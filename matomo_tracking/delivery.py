@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -23,6 +23,7 @@ __all__ = [
     "Answer",
     "BatchBuilder",
     "BatchDelivery",
+    "BatchWindow",
     "DispatchStats",
     "QueueBudget",
     "Send",
@@ -30,6 +31,7 @@ __all__ = [
     "StatsRecorder",
     "TransportError",
     "backoff_delay",
+    "cut_batch",
     "parse_retry_after",
 ]
 
@@ -308,6 +310,12 @@ class BatchDelivery:
         return batches, self._attempt
 
     @property
+    def retry_due(self) -> bool:
+        """Whether the last answer (or failure) calls for a resend after a backoff: Matomo
+        is down, overloaded or slow (a ``BatchWindow`` then stops adding batches)."""
+        return self._sleep_due
+
+    @property
     def remaining(self) -> int:
         """Hits not yet delivered or given up on."""
         # the batch in flight is the first pending one: count it once
@@ -519,3 +527,92 @@ class BatchBuilder:
         """The batch so far; the builder starts empty again."""
         hits, self.hits, self.size = self.hits, [], 0
         return hits
+
+
+def cut_batch(
+    queue: deque[EncodedHit], *, max_hits: int, max_bytes: int
+) -> tuple[list[EncodedHit], int]:
+    """Take the next batch off the front of ``queue``: at most ``max_hits`` hits and
+    ``max_bytes`` bytes (a single larger hit goes alone). Returns the batch and its size.
+
+    A request's hits (its page view, then its events: queued one after the other, with the
+    same creation time) are not split between two batches: when the next hit waiting continues
+    the request that ends the batch, that request's hits stay at the front of the queue for
+    the next batch, unless they fill the batch on their own.
+    """
+    batch: list[EncodedHit] = []
+    size = 0
+    while queue and len(batch) < max_hits:
+        hit = queue[0]
+        if batch and size + hit.size > max_bytes:
+            break
+        queue.popleft()
+        batch.append(hit)
+        size += hit.size
+    if queue and batch and queue[0].created == batch[-1].created:
+        created = batch[-1].created
+        start = len(batch) - 1
+        while start > 0 and batch[start - 1].created == created:
+            start -= 1
+        if start > 0:
+            held = batch[start:]
+            del batch[start:]
+            queue.extendleft(reversed(held))
+            size -= sum(h.size for h in held)
+    return batch, size
+
+
+class BatchWindow:
+    """When the next batch may leave, and how many batches are in flight at once.
+
+    While the queue is shallow, one batch at a time: a partial batch leaves once its oldest
+    hit is ``batch_max_age`` old and no other batch is in flight. When a backlog builds (a
+    full batch waits: ``batch_max_hits`` hits or ``batch_max_bytes`` bytes) or a flush or a
+    shutdown wants everything out, full batches leave side by side, as many as ``allowed``.
+    That number starts at one and grows by one with each answer from Matomo (so it doubles
+    with each round trip, as TCP's slow start does) up to ``max_concurrent_batches``; an
+    answer that calls for a retry (Matomo down, overloaded, timing out) brings it back to one.
+    So a Matomo that answers gets batches as fast as it takes them, while one that is down,
+    failing or holding requests gets one batch at a time, resent after its backoff, and the
+    memory of no more requests than it answers.
+
+    Dispatchers ask ``wait(...)`` under their lock, call ``started()`` as they take a batch
+    and ``finished()`` when it is done, and report each answer with ``answered(retry_due)``.
+    """
+
+    __slots__ = ("_max_age", "_max_bytes", "_max_hits", "allowed", "in_flight", "limit")
+
+    def __init__(self, config: TrackingConfig, limit: int | None = None) -> None:
+        self.limit = max(1, config.max_concurrent_batches if limit is None else limit)
+        self._max_hits = config.batch_max_hits
+        self._max_bytes = config.batch_max_bytes
+        self._max_age = config.batch_max_age
+        self.in_flight = 0
+        self.allowed = 1
+
+    def wait(self, *, hits: int, size: int, age: float, urgent: bool) -> float | None:
+        """Seconds to wait before taking the next batch off the queue: 0 to take it now, the
+        time until the oldest waiting hit (``age`` seconds old) is due, or None to wait for a
+        change (a hit queued, a batch finished, a flush). ``hits`` and ``size``: what waits;
+        ``urgent``: a flush or a shutdown wants it sent at once."""
+        if hits <= 0:
+            return None
+        full = hits >= self._max_hits or size >= self._max_bytes
+        if self.in_flight == 0:
+            return 0.0 if full or urgent else max(0.0, self._max_age - age)
+        if self.in_flight >= self.allowed:
+            return None
+        return 0.0 if full or urgent else None
+
+    def started(self) -> None:
+        """A batch was taken off the queue."""
+        self.in_flight += 1
+
+    def finished(self) -> None:
+        """A batch is done (delivered, refused, given up on or handed back)."""
+        self.in_flight = max(0, self.in_flight - 1)
+
+    def answered(self, retry_due: bool) -> None:
+        """Matomo answered a batch, or could not be reached: ``retry_due`` from the batch's
+        ``BatchDelivery`` right after it was told."""
+        self.allowed = 1 if retry_due else min(self.limit, self.allowed + 1)

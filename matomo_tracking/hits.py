@@ -31,7 +31,7 @@ from matomo_tracking.fields import (
 from matomo_tracking.filters import Filters
 from matomo_tracking.proxies import Origin, TrustedProxies, anonymize_ip
 from matomo_tracking.request import RequestView, ResponseView
-from matomo_tracking.visitor import pk_visitor_id, salted_visitor_id, valid_visitor_id
+from matomo_tracking.visitor import pk_visitor_id, salted_visitor_id
 
 __all__ = ["CLIENT_HINT_HEADERS", "Hit", "HitBuilder", "RandomSource"]
 
@@ -201,7 +201,9 @@ class HitBuilder:
         """A fresh per-request context."""
         return TrackingContext(max_custom_variables=self.config.max_custom_variables)
 
-    def call_hook(self, name: str, hook: Callable[[RequestView], T], request: RequestView) -> T | None:
+    def call_hook(
+        self, name: str, hook: Callable[[RequestView], T], request: RequestView
+    ) -> T | None:
         """Run a user hook; if it raises, log once per hook and return None."""
         try:
             return hook(request)
@@ -271,6 +273,7 @@ class HitBuilder:
             return cached[1]
         text = time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
         self._day = (day, text)
+        self._visitors.clear()  # keyed by day: yesterday's ids (and addresses) are not kept
         return text
 
     def _uadata(self, headers: Mapping[str, str]) -> str | None:
@@ -366,10 +369,11 @@ class HitBuilder:
         if self._has_dimensions or (context is not None and context.dimensions):
             self._dimensions(params, request, response, context)
         if context is not None:
+            limit = context.max_custom_variables
             if context.page_variables:
-                params["cvar"] = custom_variables_json(context.page_variables, context.max_custom_variables)
+                params["cvar"] = custom_variables_json(context.page_variables, limit)
             if context.visit_variables:
-                params["_cvar"] = custom_variables_json(context.visit_variables, context.max_custom_variables)
+                params["_cvar"] = custom_variables_json(context.visit_variables, limit)
             params.update(context.page_params)
         if config.bots == "visits":
             params["bots"] = "1"

@@ -126,7 +126,7 @@ def _encode_path(path: str | bytes) -> str:
 
 
 def _server(value: object) -> tuple[str, int | None] | None:
-    if isinstance(value, list | tuple) and len(value) == 2 and isinstance(value[0], str):
+    if isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], str):
         port = value[1] if isinstance(value[1], int) and not isinstance(value[1], bool) else None
         return (value[0], port)
     return None

@@ -10,7 +10,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypedDict
 
 from matomo_tracking import actions
-from matomo_tracking.actions import Category, EcommerceItem, Number, absolute_url, custom_variables_json
+from matomo_tracking.actions import (
+    Category,
+    EcommerceItem,
+    Number,
+    absolute_url,
+    custom_variables_json,
+)
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.fields import (
     MAX_ACTION_NAME_BYTES,
@@ -105,7 +111,9 @@ class BaseTracker:
     given per call or set once with ``set()``.
     """
 
-    def __init__(self, config: TrackingConfig, *, clock: Callable[[], float], rng: RandomSource) -> None:
+    def __init__(
+        self, config: TrackingConfig, *, clock: Callable[[], float], rng: RandomSource
+    ) -> None:
         self.config = config
         self._clock = clock
         self._rng = rng
@@ -126,7 +134,9 @@ class BaseTracker:
         """Store tracking variables for every later call (None removes one)."""
         for key, value in variables.items():
             if key not in _VARIABLES:
-                raise ValueError(f"{key} is not a tracking variable; accepted: {', '.join(sorted(_VARIABLES))}")
+                raise ValueError(
+                    f"{key} is not a tracking variable; accepted: {', '.join(sorted(_VARIABLES))}"
+                )
             if value is None:
                 self._defaults.pop(key, None)
             else:
@@ -150,14 +160,20 @@ class BaseTracker:
             view = request_view_of(request)
             origin = self._urls.origin(view)
             merged.setdefault("url", self._urls.page_url(view, origin))
-            for key, header in (("user_agent", "user-agent"), ("language", "accept-language"), ("referrer", "referer")):
+            for key, header in (
+                ("user_agent", "user-agent"),
+                ("language", "accept-language"),
+                ("referrer", "referer"),
+            ):
                 if view.header(header):
                     merged.setdefault(key, view.header(header))
             if origin.client_ip is not None:
                 merged.setdefault("ip", origin.client_ip)
         url = merged.get("url")
         if url is None:
-            raise ValueError("url is required: pass url=... (the page where this happened) or request=...")
+            raise ValueError(
+                "url is required: pass url=... (the page where this happened) or request=..."
+            )
         if isinstance(url, str):
             url = self._urls.redact_url(url)
         hit["url"] = absolute_url("url", url)
@@ -187,9 +203,13 @@ class BaseTracker:
                 raise ValueError(f"dimensions: id {dim!r} is invalid: expected an int >= 1")
             hit[f"dimension{dim}"] = clean_text(str(value), MAX_DIMENSION_CHARS)
         if merged.get("page_variables"):
-            hit["cvar"] = custom_variables_json(merged["page_variables"], config.max_custom_variables)
+            hit["cvar"] = custom_variables_json(
+                merged["page_variables"], config.max_custom_variables
+            )
         if merged.get("visit_variables"):
-            hit["_cvar"] = custom_variables_json(merged["visit_variables"], config.max_custom_variables)
+            hit["_cvar"] = custom_variables_json(
+                merged["visit_variables"], config.max_custom_variables
+            )
         if merged.get("new_visit"):
             hit["new_visit"] = "1"
         if config.bots == "visits":
@@ -233,7 +253,12 @@ class BaseTracker:
         timings = merged.get("performance")
         if timings:
             for key, value in timings.items():
-                if key not in _PERFORMANCE or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                if (
+                    key not in _PERFORMANCE
+                    or isinstance(value, bool)
+                    or not isinstance(value, int)
+                    or value < 0
+                ):
                     raise ValueError(
                         f"performance: {key}={value!r} is invalid: expected keys "
                         f"{', '.join(_PERFORMANCE)} with int milliseconds >= 0"
@@ -244,21 +269,38 @@ class BaseTracker:
         return self._submit(self.build(params, variables))
 
     # -- one method per kind of hit -------------------------------------------------------
-    def track_page_view(self, action_name: str | None = None, *, product: Mapping[str, Any] | None = None, **variables: Any) -> bool:
+    def track_page_view(
+        self,
+        action_name: str | None = None,
+        *,
+        product: Mapping[str, Any] | None = None,
+        **variables: Any,
+    ) -> bool:
         """A page view (``action_name`` is the title); ``product`` adds product-view fields
         (keys ``sku``, ``name``, ``category``, ``price``). Returns False if the hit was dropped."""
         params = {"pv_id": new_page_view_id(self._rng)}
         if action_name is not None:
-            params["action_name"] = truncate_bytes(clean_text(action_name, 4096), MAX_ACTION_NAME_BYTES)
+            params["action_name"] = truncate_bytes(
+                clean_text(action_name, 4096), MAX_ACTION_NAME_BYTES
+            )
         if product:
             params.update(actions.product_view_params(**product))
         return self._track(params, variables)
 
-    def track_event(self, category: str, action: str, name: str | None = None, value: Number | None = None, **variables: Any) -> bool:
+    def track_event(
+        self,
+        category: str,
+        action: str,
+        name: str | None = None,
+        value: Number | None = None,
+        **variables: Any,
+    ) -> bool:
         """An event."""
         return self._track(actions.event_params(category, action, name, value), variables)
 
-    def track_site_search(self, keyword: str, category: str | None = None, count: int | None = None, **variables: Any) -> bool:
+    def track_site_search(
+        self, keyword: str, category: str | None = None, count: int | None = None, **variables: Any
+    ) -> bool:
         """A site search."""
         return self._track(actions.site_search_params(keyword, category, count), variables)
 
@@ -279,10 +321,20 @@ class BaseTracker:
         **variables: Any,
     ) -> bool:
         """An ecommerce order."""
-        params = actions.order_params(order_id, revenue, items=items, subtotal=subtotal, tax=tax, shipping=shipping, discount=discount)
+        params = actions.order_params(
+            order_id,
+            revenue,
+            items=items,
+            subtotal=subtotal,
+            tax=tax,
+            shipping=shipping,
+            discount=discount,
+        )
         return self._track(params, variables)
 
-    def track_ecommerce_cart_update(self, revenue: Number, *, items: Items = (), **variables: Any) -> bool:
+    def track_ecommerce_cart_update(
+        self, revenue: Number, *, items: Items = (), **variables: Any
+    ) -> bool:
         """A cart update (send the whole cart)."""
         return self._track(actions.cart_update_params(revenue, items=items), variables)
 
@@ -300,13 +352,24 @@ class BaseTracker:
         product = {"sku": sku, "name": name, "category": category, "price": price}
         return self.track_page_view(action_name, product=product, **variables)
 
-    def track_content_impression(self, name: str, piece: str | None = None, target: str | None = None, **variables: Any) -> bool:
+    def track_content_impression(
+        self, name: str, piece: str | None = None, target: str | None = None, **variables: Any
+    ) -> bool:
         """A content impression."""
         return self._track(actions.content_impression_params(name, piece, target), variables)
 
-    def track_content_interaction(self, interaction: str, name: str, piece: str | None = None, target: str | None = None, **variables: Any) -> bool:
+    def track_content_interaction(
+        self,
+        interaction: str,
+        name: str,
+        piece: str | None = None,
+        target: str | None = None,
+        **variables: Any,
+    ) -> bool:
         """A content interaction."""
-        return self._track(actions.content_interaction_params(interaction, name, piece, target), variables)
+        return self._track(
+            actions.content_interaction_params(interaction, name, piece, target), variables
+        )
 
     def track_link(self, link: str, **variables: Any) -> bool:
         """An outlink click."""
@@ -324,7 +387,7 @@ class BaseTracker:
         self,
         message: str,
         *,
-        type: str | None = None,  # noqa: A002 - Matomo's own name
+        type: str | None = None,
         category: str | None = None,
         stack: str | None = None,
         location: tuple[str, int | None, int | None] | None = None,

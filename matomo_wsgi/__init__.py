@@ -10,13 +10,13 @@ Django: ``matomo_wsgi.django.MatomoMiddleware`` in ``MIDDLEWARE``. gunicorn:
 ``matomo_wsgi.gunicorn.worker_exit``.
 """
 
+from matomo_tracking.actions import EcommerceItem
 from matomo_tracking.context import TrackingContext
 from matomo_tracking.delivery import DispatchStats
 from matomo_wsgi.context import get_context
 from matomo_wsgi.dispatcher import ThreadDispatcher
 from matomo_wsgi.middleware import MatomoMiddleware
 from matomo_wsgi.tracker import Tracker
-from matomo_tracking.actions import EcommerceItem
 
 __all__ = [
     "DispatchStats",

@@ -226,8 +226,9 @@ class CeleryDispatcher(ThreadDispatcher):
     """A dispatcher for either middleware (``dispatcher=``) that hands batches to Celery.
 
     Hits are queued and batched exactly as by ``ThreadDispatcher`` (the same queue caps,
-    batch sizes, ``flush``/``close`` deadlines, fork and exit handling); its background
-    thread hands each batch to the delivery task with ``apply_async``, so ``submit`` never
+    batch sizes, ``flush``/``close`` deadlines, fork and exit handling); one background
+    thread hands each batch to the delivery task with ``apply_async`` (one batch at a time,
+    whatever ``max_concurrent_batches`` says: the workers deliver in parallel), so ``submit`` never
     waits for the broker (nor blocks an event loop). When the broker cannot be reached, the
     thread retries with the backoff settings while new hits fill the queue up to its caps.
 
@@ -249,6 +250,11 @@ class CeleryDispatcher(ThreadDispatcher):
 
     def __repr__(self) -> str:
         return f"CeleryDispatcher(task={self.delivery_task.name!r}, closed={self._closed})"
+
+    def _batch_limit(self) -> int:
+        # One hand-over at a time, from one thread: apply_async is quick (the workers do the
+        # slow part, in parallel), and a Celery producer is not meant to be shared by threads.
+        return 1
 
     def _deliver_batch(
         self, hits: list[EncodedHit], *, deadline: float | None, reason: str

@@ -46,7 +46,11 @@ def _cause_chain(exc: BaseException) -> list[BaseException]:
 
 def _explain_transport(exc: httpx.TransportError, host: str) -> str:
     text = " ".join(str(e) for e in _cause_chain(exc)).lower()
-    if any(isinstance(e, ssl.SSLError) for e in _cause_chain(exc)) or "certificate" in text or "ssl" in text:
+    if (
+        any(isinstance(e, ssl.SSLError) for e in _cause_chain(exc))
+        or "certificate" in text
+        or "ssl" in text
+    ):
         return (
             f"TLS error talking to {host}: the certificate was not accepted.\n"
             "  What to do: check the URL's host name matches the certificate, that the server's "
@@ -55,10 +59,19 @@ def _explain_transport(exc: httpx.TransportError, host: str) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return (
             f"Timeout: {host} did not answer in time.\n"
-            "  What to do: check that Matomo is up and reachable from this machine (firewall, proxy), "
-            "or raise `timeout`."
+            "  What to do: check that Matomo is up and reachable from this machine "
+            "(firewall, proxy), or raise `timeout`."
         )
-    if any(word in text for word in ("name or service not known", "nodename nor servname", "getaddrinfo", "name resolution", "no address associated")):
+    if any(
+        word in text
+        for word in (
+            "name or service not known",
+            "nodename nor servname",
+            "getaddrinfo",
+            "name resolution",
+            "no address associated",
+        )
+    ):
         return (
             f"Name resolution failed: {host} is not a known host name.\n"
             "  What to do: check the spelling of the URL and this machine's DNS."
@@ -66,7 +79,8 @@ def _explain_transport(exc: httpx.TransportError, host: str) -> str:
     if "refused" in text:
         return (
             f"Connection refused by {host}: nothing listens on that port.\n"
-            "  What to do: check the port in the URL and that the web server in front of Matomo is running."
+            "  What to do: check the port in the URL and that the web server in front of "
+            "Matomo is running."
         )
     return (
         f"Could not reach {host}: {type(exc).__name__}.\n"
@@ -135,14 +149,20 @@ def check(
         return 1
     if status >= 400:
         hint = {
-            400: "the request was refused as malformed; is this really a Matomo tracking endpoint?",
-            401: "the token was refused: check token_auth and that its user has write access to the site.",
-            403: "access was refused: check token_auth, its write access, and any web server rules.",
-            404: "there is no Matomo tracking endpoint at this URL: use Matomo's base URL or its matomo.php.",
+            400: "the request was refused as malformed; is this a Matomo tracking endpoint?",
+            401: "the token was refused: check token_auth and its user's write access to the site.",
+            403: "access was refused: check token_auth, its write access and web server rules.",
+            404: "there is no Matomo tracking endpoint at this URL: use Matomo's base URL "
+            "or its matomo.php.",
             405: "this URL does not accept POST: use Matomo's base URL or its matomo.php.",
             413: "the web server refused the body as too large (check its body size limit).",
             429: "Matomo (or a proxy) is rate limiting: try again later.",
-        }.get(status, "Matomo or the web server in front of it failed: look at its error log." if status >= 500 else "the request was refused.")
+        }.get(
+            status,
+            "Matomo or the web server in front of it failed: look at its error log."
+            if status >= 500
+            else "the request was refused.",
+        )
         print(f"HTTP {status}: {hint}", file=out)
         return 1
     try:
@@ -153,7 +173,8 @@ def check(
         print(
             f"HTTP {status} without bulk counts: the hit was accepted but not confirmed.\n"
             "  This is what Matomo's QueuedTracking plugin answers (hits are processed later), or "
-            "the URL is not a Matomo. Check Visits > Visits log for a 'matomo-middleware check' page.",
+            "the URL is not a Matomo. Check Visits > Visits log for a 'matomo-middleware check' "
+            "page.",
             file=out,
         )
         return 1
@@ -191,7 +212,11 @@ def _collector(host: str, port: int, site_ids: Sequence[int], out: TextIO) -> in
 
     server = CollectorServer(Collector(site_ids=site_ids), host=host, port=port).start()
     print(f"Matomo-compatible collector on {server.base_url}", file=out)
-    print(f"  configure url={server.base_url!r}; watch hits at {server.base_url}/ (Ctrl-C stops)", file=out, flush=True)
+    print(
+        f"  configure url={server.base_url!r}; watch hits at {server.base_url}/ (Ctrl-C stops)",
+        file=out,
+        flush=True,
+    )
     try:
         while True:
             time.sleep(3600)
@@ -207,14 +232,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="matomo-middleware", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     chk = commands.add_parser("check", help="send one test hit and explain the outcome")
-    chk.add_argument("--url", default=os.environ.get("MATOMO_URL"), help="Matomo base URL or its matomo.php (env MATOMO_URL)")
-    chk.add_argument("--site-id", type=int, default=os.environ.get("MATOMO_SITE_ID", "1"), help="site id (env MATOMO_SITE_ID)")
-    chk.add_argument("--token-auth", default=None, help="token (prefer env MATOMO_TOKEN_AUTH: arguments are visible to other users)")
+    chk.add_argument(
+        "--url",
+        default=os.environ.get("MATOMO_URL"),
+        help="Matomo base URL or its matomo.php (env MATOMO_URL)",
+    )
+    chk.add_argument(
+        "--site-id",
+        type=int,
+        default=os.environ.get("MATOMO_SITE_ID", "1"),
+        help="site id (env MATOMO_SITE_ID)",
+    )
+    chk.add_argument(
+        "--token-auth",
+        default=None,
+        help="token (prefer env MATOMO_TOKEN_AUTH: arguments are visible to other users)",
+    )
     chk.add_argument("--timeout", type=float, default=10.0)
     col = commands.add_parser("collector", help="run the embedded collector for local development")
     col.add_argument("--host", default="127.0.0.1")
     col.add_argument("--port", type=int, default=8765)
-    col.add_argument("--site-id", type=int, action="append", dest="site_ids", help="a site that exists (repeatable; default 1)")
+    col.add_argument(
+        "--site-id",
+        type=int,
+        action="append",
+        dest="site_ids",
+        help="a site that exists (repeatable; default 1)",
+    )
     args = parser.parse_args(argv)
     if args.command == "check":
         if not args.url:

@@ -1,11 +1,14 @@
-"""The thread dispatcher: one daemon thread per process delivers hits to Matomo in bulk.
+"""The thread dispatcher: background threads of each process deliver hits to Matomo in bulk.
 
-``submit`` encodes the hit and puts it on a bounded queue; it never blocks and never raises.
-The worker thread gathers batches (``batch_max_hits``, ``batch_max_bytes``, ``batch_max_age``)
-and executes the core's delivery policy (``BatchDelivery``) with an ``httpx.Client``.
+``submit`` encodes the hit and queues it within the caps; it never blocks and never raises.
+A dispatcher thread cuts the queue into batches (``batch_max_hits``, ``batch_max_bytes``,
+``batch_max_age``) and hands them to sender threads as the core's ``BatchWindow`` allows: one
+batch at a time while the queue is shallow, up to ``max_concurrent_batches`` at once while a
+backlog waits. Each sender executes the core's delivery policy (``BatchDelivery``) with a
+shared ``httpx.Client`` whose pool holds as many connections.
 
-The thread starts lazily in the process that first submits, so a dispatcher made before a fork
-(gunicorn ``--preload``) works in every worker: the child forgets the parent's queue, thread,
+The threads start lazily in the process that first submits, so a dispatcher made before a fork
+(gunicorn ``--preload``) works in every worker: the child forgets the parent's queue, threads,
 locks and HTTP connections and starts its own on its first hit.
 """
 
@@ -16,26 +19,26 @@ import contextlib
 import functools
 import logging
 import os
-import queue
 import random
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from collections import deque
 
 import httpx
 
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery import (
     Answer,
-    BatchBuilder,
     BatchDelivery,
+    BatchWindow,
     DispatchStats,
     QueueBudget,
     Send,
     Sleep,
     StatsRecorder,
     TransportError,
+    cut_batch,
 )
 from matomo_tracking.hits import Hit
 from matomo_tracking.wire import BULK_HEADERS, EncodedHit, encode_hit
@@ -46,41 +49,37 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two "queue full" warnings.
 _WARN_INTERVAL = 60.0
-#: Room on the queue for control messages beyond the hit budget.
-_CONTROL_ROOM = 64
+#: Seconds a sender thread waits for work before it ends (the last one stays).
+_SENDER_IDLE = 60.0
 
 # Every live dispatcher of this process, for ``close_all`` (gunicorn's worker_exit hook).
 _live: weakref.WeakSet[ThreadDispatcher] = weakref.WeakSet()
 
 
-@dataclass(eq=False)
-class _Marker:
-    """A control message: the worker sends what it holds, then sets ``done``.
-
-    ``stop`` also ends the worker; ``deadline`` (monotonic) is when to give up on what is left.
-    """
-
-    stop: bool
-    deadline: float | None
-    done: threading.Event = field(default_factory=threading.Event)
-
-
 class ThreadDispatcher:
-    """Delivers hits to Matomo from one background thread per process.
+    """Delivers hits to Matomo from background threads of each process.
 
     ``submit(hit)`` never blocks and never raises: it returns False when the hit is dropped
     (queue full, dispatcher closed), counted in ``stats().dropped``. ``flush(timeout)`` waits
     for what was submitted so far; ``close(timeout)`` delivers what is left within the
-    deadline, counts the rest as dropped (``"shutdown"``) and stops the thread. Both run at
+    deadline, counts the rest as dropped (``"shutdown"``) and stops the threads. Both run at
     interpreter exit (``atexit``) with ``config.shutdown_timeout``.
+
+    Batches go one at a time while the queue is shallow; while a backlog of full batches waits
+    (or a flush or close wants everything out), one more goes in flight with each answer from
+    Matomo, up to ``config.max_concurrent_batches``, delivered by as many sender threads
+    (started as needed), and back to one when an answer calls for a retry (the core's
+    ``BatchWindow``). Hits being delivered count against the queue's caps until their batch
+    is done.
 
     With ``config.sync_mode`` every ``submit`` delivers inline in the caller's thread, with the
     same retry policy, for at most ``config.timeout`` seconds (for scripts and serverless
     functions that exit right after their work).
 
-    ``http_client``: your own ``httpx.Client`` (TLS, proxies); else one is made per process.
-    Redirects are never followed, whatever the client's setting, so the token never travels
-    to another address.
+    ``http_client``: your own ``httpx.Client`` (TLS, proxies; its connection limits apply:
+    allow ``max_concurrent_batches`` connections); else one is made per process, with a pool
+    of ``max_concurrent_batches`` connections. Redirects are never followed, whatever the
+    client's setting, so the token never travels to another address.
     """
 
     def __init__(self, config: TrackingConfig, *, http_client: httpx.Client | None = None) -> None:
@@ -108,20 +107,37 @@ class ThreadDispatcher:
         config = self.config
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._queue: queue.Queue[EncodedHit | _Marker] = queue.Queue(
-            config.queue_max_hits + _CONTROL_ROOM
-        )
+        # Conditions of the lock: the dispatcher thread waits on ``_changed`` (a hit queued,
+        # a batch done, a flush, a close), senders on ``_work`` (a batch handed over), flush()
+        # and close() on ``_progress`` (hits finished).
+        self._changed = threading.Condition(self._lock)
+        self._work = threading.Condition(self._lock)
+        self._progress = threading.Condition(self._lock)
+        self._queue: deque[EncodedHit] = deque()
+        self._queue_bytes = 0
         self._budget = QueueBudget(config.queue_max_hits, config.queue_max_bytes)
         self._stats = StatsRecorder(secret=config.token_auth)
-        self._thread: threading.Thread | None = None
+        self._window = BatchWindow(config, self._batch_limit())
+        self._batches: deque[list[EncodedHit]] = deque()  # cut, waiting for a sender
+        self._admitted = 0  # hits ever queued
+        self._done = 0  # of those, hits delivered, refused or given up on
+        self._flush_target = 0  # partial batches go at once until _done reaches it
+        self._thread: threading.Thread | None = None  # cuts batches
+        self._senders: list[threading.Thread] = []
+        self._idle_senders = 0
+        self._stopping = False
         self._client: httpx.Client | None = self._user_client
         self._owns_client = self._user_client is None
         self._wake = threading.Event()
         self._deadline: float | None = None
         self._rng = random.Random()
-        # Set once close() gave up on what was left (counted then): a batch the worker still
+        # Set once close() gave up on what was left (counted then): a batch a sender still
         # holds is not counted a second time.
         self._given_up = False
+
+    def _batch_limit(self) -> int:
+        """How many batches may be delivered at once."""
+        return self.config.max_concurrent_batches
 
     # -- the contract --------------------------------------------------------------------
     def submit(self, hit: Hit) -> bool:
@@ -141,12 +157,21 @@ class ThreadDispatcher:
                     self._warn_full()
                     return False
                 self._stats.queued += 1
+                self._admitted += 1
+                self._queue.append(encoded)
+                before = self._queue_bytes
+                self._queue_bytes += encoded.size
+                count = len(self._queue)
+                # Wake the dispatcher thread when this hit changes what it waits for: a first
+                # hit (its age starts the clock), a batch that just became full, a flush.
+                if (
+                    count == 1
+                    or count == self.config.batch_max_hits
+                    or before < self.config.batch_max_bytes <= self._queue_bytes
+                    or self._flush_target > self._done
+                ):
+                    self._changed.notify()
                 self._ensure_thread()
-            try:
-                self._queue.put_nowait(encoded)
-            except queue.Full:  # flush/close markers took the spare room
-                self._finished([encoded], reason="queue_full")
-                return False
             return True
         except Exception:
             logger.warning("matomo: could not queue a hit", exc_info=True)
@@ -166,24 +191,32 @@ class ThreadDispatcher:
             return self._budget.hits
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Send everything submitted so far; wait up to ``timeout`` seconds (default
-        ``config.shutdown_timeout``). True when nothing is left; else logs how many hits are
-        still queued (they stay queued)."""
+        """Send everything submitted so far (partial batches go at once); wait up to
+        ``timeout`` seconds (default ``config.shutdown_timeout``). True when all of it was
+        delivered or given up on by the policy; else logs how many hits are still queued
+        (they stay queued)."""
         limit = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + max(0.0, limit)
         with self._lock:
+            target = self._admitted
             running = self._thread is not None and self._thread.is_alive()
-            if not running or self._budget.hits == 0:
-                return self._budget.hits == 0
-        marker = _Marker(stop=False, deadline=None)
-        if not self._put_marker(marker, deadline) or not marker.done.wait(
-            max(0.0, deadline - time.monotonic())
-        ):
-            left = self.pending
-            logger.warning(
-                "matomo: flush timed out after %.1f s; %d hit(s) still queued", limit, left
-            )
-            return left == 0
+            if self._done >= target or not running:
+                return self._done >= target
+            self._flush_target = max(self._flush_target, target)
+            self._changed.notify()
+            if self._wait_done(target, deadline):
+                return True
+            left = self._budget.hits
+        logger.warning("matomo: flush timed out after %.1f s; %d hit(s) still queued", limit, left)
+        return False
+
+    def _wait_done(self, target: int, deadline: float) -> bool:
+        """Wait (lock held) until ``target`` hits are finished, at most until ``deadline``."""
+        while self._done < target:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._progress.wait(remaining)
         return True
 
     def close(self, timeout: float | None = None) -> bool:
@@ -198,21 +231,20 @@ class ThreadDispatcher:
                 return True
             self._closed = True
             dropped_before = self._stats.dropped["shutdown"]
-            thread = self._thread
-            running = thread is not None and thread.is_alive()
+            running = self._thread is not None and self._thread.is_alive()
+            # Senders give up at the deadline on their own; partial batches go at once.
+            self._deadline = deadline
+            target = self._admitted
+            self._changed.notify()
         _live.discard(self)
         atexit.unregister(self._at_exit)
-        if running and thread is not None:
-            marker = _Marker(stop=True, deadline=deadline)
-            self._deadline = deadline
-            self._wake.set()
-            if self._put_marker(marker, deadline):
-                # A little grace: the worker gives up by the deadline on its own.
-                marker.done.wait(max(0.0, deadline - time.monotonic()) + 0.5)
+        self._wake.set()  # backoffs under way look at the deadline again
+        if running:
+            with self._lock:
+                self._wait_done(target, deadline)
         elif self.pending:
             # No thread in this process (it ended, or we are exiting and may not start one):
             # deliver from here.
-            self._deadline = deadline
             self._drain_inline(deadline)
         self._give_up("shutdown")
         with self._lock:
@@ -249,96 +281,118 @@ class ThreadDispatcher:
             return
         self._thread = thread
 
-    def _put_marker(self, marker: _Marker, deadline: float) -> bool:
-        try:
-            self._queue.put(marker, timeout=max(0.0, deadline - time.monotonic()))
-            return True
-        except queue.Full:
-            return False
-
     def _submit_inline(self, encoded: EncodedHit) -> bool:
         with self._lock:
             if self._closed:
                 self._stats.drop("closed")
                 return False
             self._stats.queued += 1
+            self._admitted += 1
             self._budget.hits += 1
             self._budget.bytes += encoded.size
         self._deliver([encoded], deadline=time.monotonic() + self.config.timeout, reason="timeout")
         return True
 
-    # -- the worker ----------------------------------------------------------------------
+    # -- the threads ---------------------------------------------------------------------
     def _run(self) -> None:
-        """The worker loop: gather batches and deliver them until a stop marker."""
-        builder = BatchBuilder(self.config)
-        max_age = self.config.batch_max_age
-        batch_due = 0.0
+        """The dispatcher thread: cut batches off the queue when the window lets them go and
+        hand them to sender threads, until ``close()`` is done."""
+        config = self.config
         while True:
-            try:
-                timeout = max(0.0, batch_due - time.monotonic()) if builder.hits else None
-                try:
-                    item = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    self._send(builder.take(), None)
-                    continue
-                if isinstance(item, EncodedHit):
-                    if not builder.hits:
-                        batch_due = time.monotonic() + max_age
-                    leftover = builder.offer(item)
-                    if leftover is not None:
-                        self._send(builder.take(), None)
-                        builder.offer(leftover)
-                        batch_due = time.monotonic() + max_age
-                    if builder.full:
-                        self._send(builder.take(), None)
-                    continue
-                # A marker: everything before it is in the builder or already delivered.
-                self._send(builder.take(), item.deadline)
-                if item.stop:
-                    self._discard_queued("shutdown")
-                    item.done.set()
+            inline: list[EncodedHit] | None = None
+            with self._lock:
+                if self._stopping:
                     return
-                item.done.set()
-            except Exception:
-                logger.warning("matomo: the dispatcher thread hit an error", exc_info=True)
-                lost = builder.take()
-                if lost:
-                    self._finished(lost, reason="error")
+                try:
+                    count = len(self._queue)
+                    delay = self._window.wait(
+                        hits=count,
+                        size=self._queue_bytes,
+                        age=time.time() - self._queue[0].created if count else 0.0,
+                        urgent=self._closed or self._flush_target > self._done,
+                    )
+                    if delay is None or delay > 0:
+                        self._changed.wait(delay)
+                        continue
+                    batch, size = cut_batch(
+                        self._queue,
+                        max_hits=config.batch_max_hits,
+                        max_bytes=config.batch_max_bytes,
+                    )
+                    self._queue_bytes -= size
+                    self._window.started()
+                    self._batches.append(batch)
+                    if self._hire():
+                        self._work.notify()
+                    else:  # no sender runs, and none can start (the interpreter is exiting)
+                        inline = self._batches.popleft()
+                except Exception:
+                    logger.warning("matomo: the dispatcher thread hit an error", exc_info=True)
+                    self._changed.wait(0.1)
+            if inline is not None:
+                self._send(inline)
 
-    def _send(self, hits: list[EncodedHit], deadline: float | None) -> None:
-        if hits:
-            self._deliver(hits, deadline=deadline, reason="shutdown")
-
-    def _discard_queued(self, reason: str) -> None:
-        while True:
+    def _hire(self) -> bool:
+        """(Lock held.) Start a sender thread when the batches waiting outnumber the idle
+        senders; False when none runs and none can be started."""
+        if len(self._batches) > self._idle_senders and len(self._senders) < self._window.limit:
+            thread = threading.Thread(target=self._serve, name="matomo-sender", daemon=True)
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, EncodedHit):
-                self._finished([item], reason=reason)
-            else:
-                item.done.set()
+                thread.start()
+            except RuntimeError:  # the interpreter is exiting
+                return bool(self._senders)
+            self._senders.append(thread)
+        return True
+
+    def _serve(self) -> None:
+        """A sender thread: deliver the batches handed over, one after the other."""
+        me = threading.current_thread()
+        try:
+            while True:
+                with self._lock:
+                    self._idle_senders += 1
+                    try:
+                        while not self._batches and not self._stopping:
+                            idle = not self._work.wait(_SENDER_IDLE)
+                            if idle and not self._batches and len(self._senders) > 1:
+                                break  # a quiet spell: fewer threads are enough
+                    finally:
+                        self._idle_senders -= 1
+                    if not self._batches:
+                        return
+                    batch = self._batches.popleft()
+                self._send(batch)
+        finally:
+            with self._lock:
+                if me in self._senders:
+                    self._senders.remove(me)
+
+    def _send(self, batch: list[EncodedHit]) -> None:
+        """Deliver a batch the window let go, then free its place in the window."""
+        try:
+            self._deliver(batch, deadline=None, reason="shutdown")
+        finally:
+            with self._lock:
+                self._window.finished()
+                self._changed.notify()
 
     def _drain_inline(self, deadline: float) -> None:
-        """Deliver what is queued from the calling thread (no worker thread is running)."""
-        builder = BatchBuilder(self.config)
+        """Deliver what is queued from the calling thread (no dispatcher thread is running)."""
+        config = self.config
         while time.monotonic() < deadline:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if not isinstance(item, EncodedHit):
-                item.done.set()
-                continue
-            leftover = builder.offer(item)
-            if leftover is not None:
-                self._deliver(builder.take(), deadline=deadline, reason="shutdown")
-                builder.offer(leftover)
-            if builder.full:
-                self._deliver(builder.take(), deadline=deadline, reason="shutdown")
-        if builder.hits:
-            self._deliver(builder.take(), deadline=deadline, reason="shutdown")
+            with self._lock:
+                if self._batches:
+                    batch = self._batches.popleft()
+                elif self._queue:
+                    batch, size = cut_batch(
+                        self._queue,
+                        max_hits=config.batch_max_hits,
+                        max_bytes=config.batch_max_bytes,
+                    )
+                    self._queue_bytes -= size
+                else:
+                    return
+            self._deliver(batch, deadline=deadline, reason="shutdown")
 
     def _deliver(self, hits: list[EncodedHit], *, deadline: float | None, reason: str) -> None:
         """Deliver one batch with ``_deliver_batch``, then give its room in the queue back."""
@@ -380,6 +434,8 @@ class ThreadDispatcher:
                         delivery.answered(result, time.time())
                     else:
                         delivery.failed(result[0], result[1], time.time())
+                    self._window.answered(delivery.retry_due)
+                    self._changed.notify()  # Matomo may be back: more batches may go
         except Exception:
             logger.warning("matomo: delivering a batch failed", exc_info=True)
             self._abandon(delivery, "error")
@@ -394,8 +450,10 @@ class ThreadDispatcher:
     def _finished(self, hits: list[EncodedHit], *, reason: str | None) -> None:
         with self._lock:
             self._budget.release(len(hits), sum(h.size for h in hits))
+            self._done += len(hits)
             if reason is not None and not self._given_up:
                 self._stats.drop(reason, len(hits))
+            self._progress.notify_all()
 
     def _sleep(self, seconds: float, deadline: float | None) -> bool:
         """Wait ``seconds``; False (give up) if that would pass the deadline, which ``close``
@@ -427,7 +485,12 @@ class ThreadDispatcher:
             with self._lock:
                 client = self._client
                 if client is None:
-                    client = httpx.Client(timeout=self.config.timeout, follow_redirects=False)
+                    limit = self._window.limit
+                    client = httpx.Client(
+                        timeout=self.config.timeout,
+                        follow_redirects=False,
+                        limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+                    )
                     self._client = client
         return client
 
@@ -443,13 +506,21 @@ class ThreadDispatcher:
                 logger.debug("matomo: closing the HTTP client failed", exc_info=True)
 
     def _give_up(self, reason: str) -> None:
-        """Count whatever is still pending as dropped."""
+        """Count whatever is still pending as dropped, and stop the threads."""
         with self._lock:
             left = self._budget.hits
             if left:
                 self._stats.drop(reason, left)
                 self._budget.release(left, self._budget.bytes)
                 self._given_up = True
+            self._queue.clear()
+            self._queue_bytes = 0
+            self._batches.clear()
+            self._done = max(self._done, self._admitted)
+            self._stopping = True
+            self._changed.notify_all()
+            self._work.notify_all()
+            self._progress.notify_all()
 
     def _at_exit(self) -> None:
         try:

@@ -44,7 +44,9 @@ class Tracker(BaseTracker):
         config = TrackingConfig.from_kwargs(options)
         super().__init__(config, clock=time.time, rng=random.Random())
         self._dispatcher: Dispatcher = (
-            dispatcher if dispatcher is not None else ThreadDispatcher(config, http_client=http_client)
+            dispatcher
+            if dispatcher is not None
+            else ThreadDispatcher(config, http_client=http_client)
         )
 
     def _submit(self, hit: Hit) -> bool:
@@ -68,6 +70,9 @@ class Tracker(BaseTracker):
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()

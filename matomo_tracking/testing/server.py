@@ -14,7 +14,7 @@ __all__ = ["CollectorServer"]
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -32,7 +32,9 @@ class CollectorServer:
     and ``stop()``.
     """
 
-    def __init__(self, collector: Collector | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, collector: Collector | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.collector = collector if collector is not None else Collector()
         self.host = host
         self.port = port
@@ -52,11 +54,17 @@ class CollectorServer:
     def start(self) -> CollectorServer:
         """Listen and serve in a daemon thread."""
         server = make_server(
-            self.host, self.port, self.collector.wsgi, server_class=_ThreadingServer, handler_class=_QuietHandler
+            self.host,
+            self.port,
+            self.collector.wsgi,
+            server_class=_ThreadingServer,
+            handler_class=_QuietHandler,
         )
         self.port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -84,6 +92,9 @@ class CollectorServer:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

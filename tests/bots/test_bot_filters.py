@@ -12,14 +12,17 @@ AGENTS = {
     "ai": "Mozilla/5.0 (compatible; ClaudeBot/1.0; +claudebot@anthropic.com)",
     "search": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
     "preview": "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
-    "browser": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36",
+    "browser": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0",
 }
 
 
 def _skipped(ignore_bots: object) -> dict[str, bool]:
     filters = Filters(TrackingConfig(url="https://m.example", ignore_bots=ignore_bots))  # type: ignore[arg-type]
     return {
-        kind: filters.skip_request(request_from_wsgi({"PATH_INFO": "/", "HTTP_USER_AGENT": ua}), 0.0) == "bot"
+        kind: filters.skip_request(
+            request_from_wsgi({"PATH_INFO": "/", "HTTP_USER_AGENT": ua}), 0.0
+        )
+        == "bot"
         for kind, ua in AGENTS.items()
     }
 

@@ -14,19 +14,31 @@ BOT_KEYS = {"bots", "recMode", "http_status", "bw_bytes", "source"}
 
 def _serve(matomo: CollectorServer, **env: str) -> ServerProcess:
     port = free_port()
-    args = ["--factory", "tests.bots.app:from_env", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    args = [
+        "--factory",
+        "tests.bots.app:from_env",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     return ServerProcess("uvicorn", args, port=port, env={"MATOMO_URL": matomo.base_url, **env})
 
 
 @pytest.mark.e2e
 def test_bot_reports_carry_status_bytes_received_and_server_time() -> None:
-    with CollectorServer() as matomo, _serve(matomo, MATOMO_BOTS="bot-reports", MATOMO_BOT_SOURCE="shop") as server:
+    with (
+        CollectorServer() as matomo,
+        _serve(matomo, MATOMO_BOTS="bot-reports", MATOMO_BOT_SOURCE="shop") as server,
+    ):
         with httpx.Client(base_url=server.base_url, headers={"user-agent": GPTBOT}) as http:
             page = http.get("/page")
             streamed = http.get("/stream")
             missing = http.get("/missing")
         hits = matomo.collector.wait_for(3)
-    for hit, response in zip(hits, (page, streamed, missing)):
+    for hit, response in zip(hits, (page, streamed, missing), strict=True):
         assert hit["recMode"] == "2"
         assert hit["http_status"] == str(response.status_code)
         assert hit["bw_bytes"] == str(len(response.content))

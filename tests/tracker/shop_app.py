@@ -27,5 +27,9 @@ def from_env() -> MatomoMiddleware:
         return {"order": f"order-{cart_id}"}
 
     return MatomoMiddleware(
-        app, url=os.environ["MATOMO_URL"], token_auth=SENTINEL_TOKEN, visitor_salt="t", batch_max_age=0.05
+        app,
+        url=os.environ["MATOMO_URL"],
+        token_auth=SENTINEL_TOKEN,
+        visitor_salt="t",
+        batch_max_age=0.05,
     )

@@ -59,19 +59,32 @@ def test_do_track_page_view(tracker: Recorder) -> None:
     tracker.track_page_view("Cart")
     hit = tracker.hits[0]
     assert only(hit, ("rand", "pv_id")) == {**BASE, "action_name": "Cart"}
-    assert len(hit.params["pv_id"]) == 6 and hit.params["pv_id"].isalnum()
+    assert len(hit.params["pv_id"]) == 6
+    assert hit.params["pv_id"].isalnum()
     accepted(hit)
 
 
 def test_do_track_event(tracker: Recorder) -> None:
     tracker.track_event("Video", "Play", "Intro", 1.5)
-    assert only(tracker.hits[0]) == {**BASE, "e_c": "Video", "e_a": "Play", "ca": "1", "e_n": "Intro", "e_v": "1.5"}
+    assert only(tracker.hits[0]) == {
+        **BASE,
+        "e_c": "Video",
+        "e_a": "Play",
+        "ca": "1",
+        "e_n": "Intro",
+        "e_v": "1.5",
+    }
     accepted(tracker.hits[0])
 
 
 def test_do_track_site_search(tracker: Recorder) -> None:
     tracker.track_site_search("shoes", "Catalog", 0)
-    assert only(tracker.hits[0]) == {**BASE, "search": "shoes", "search_cat": "Catalog", "search_count": "0"}
+    assert only(tracker.hits[0]) == {
+        **BASE,
+        "search": "shoes",
+        "search_cat": "Catalog",
+        "search_count": "0",
+    }
     tracker.track_site_search("hats")
     assert "search_count" not in tracker.hits[1].params
     accepted(tracker.hits[0])
@@ -85,7 +98,9 @@ def test_do_track_goal(tracker: Recorder) -> None:
     accepted(tracker.hits[0])
 
 
-@pytest.mark.parametrize(("method", "key"), [("track_link", "link"), ("track_download", "download")])
+@pytest.mark.parametrize(
+    ("method", "key"), [("track_link", "link"), ("track_download", "download")]
+)
 def test_do_track_action(tracker: Recorder, method: str, key: str) -> None:
     getattr(tracker, method)("https://elsewhere.example/file.pdf")
     assert only(tracker.hits[0]) == {**BASE, key: "https://elsewhere.example/file.pdf"}
@@ -94,13 +109,25 @@ def test_do_track_action(tracker: Recorder, method: str, key: str) -> None:
 
 def test_do_track_content_impression(tracker: Recorder) -> None:
     tracker.track_content_impression("Banner", "img.png", "https://t.example/")
-    assert only(tracker.hits[0]) == {**BASE, "c_n": "Banner", "ca": "1", "c_p": "img.png", "c_t": "https://t.example/"}
+    assert only(tracker.hits[0]) == {
+        **BASE,
+        "c_n": "Banner",
+        "ca": "1",
+        "c_p": "img.png",
+        "c_t": "https://t.example/",
+    }
     accepted(tracker.hits[0])
 
 
 def test_do_track_content_interaction(tracker: Recorder) -> None:
     tracker.track_content_interaction("click", "Banner", "img.png")
-    assert only(tracker.hits[0]) == {**BASE, "c_i": "click", "c_n": "Banner", "ca": "1", "c_p": "img.png"}
+    assert only(tracker.hits[0]) == {
+        **BASE,
+        "c_i": "click",
+        "c_n": "Banner",
+        "ca": "1",
+        "c_p": "img.png",
+    }
     accepted(tracker.hits[0])
 
 
@@ -113,12 +140,19 @@ ITEMS_JSON = '[["SKU1","Shirt",["Clothes","Summer"],19.99,2],["SKU2","Hat","",5.
 
 def test_add_ecommerce_item_and_cart_update(tracker: Recorder) -> None:
     tracker.track_ecommerce_cart_update(44.98, items=ITEMS)
-    assert only(tracker.hits[0]) == {**BASE, "idgoal": "0", "revenue": "44.98", "ec_items": ITEMS_JSON}
+    assert only(tracker.hits[0]) == {
+        **BASE,
+        "idgoal": "0",
+        "revenue": "44.98",
+        "ec_items": ITEMS_JSON,
+    }
     accepted(tracker.hits[0])
 
 
 def test_do_track_ecommerce_order(tracker: Recorder) -> None:
-    tracker.track_ecommerce_order("A-1", 50, items=ITEMS, subtotal=44.98, tax=3.5, shipping=4, discount=2.48)
+    tracker.track_ecommerce_order(
+        "A-1", 50, items=ITEMS, subtotal=44.98, tax=3.5, shipping=4, discount=2.48
+    )
     assert only(tracker.hits[0]) == {
         **BASE,
         "idgoal": "0",
@@ -150,7 +184,9 @@ def test_ecommerce_validation(tracker: Recorder, call: dict[str, Any], error: st
 
 
 def test_set_ecommerce_view(tracker: Recorder) -> None:
-    tracker.track_product_view(sku="SKU1", name="Shirt", category=["Clothes", "Summer"], price=19.99)
+    tracker.track_product_view(
+        sku="SKU1", name="Shirt", category=["Clothes", "Summer"], price=19.99
+    )
     tracker.track_product_view(category="Hats")
     assert only(tracker.hits[0], ("rand", "pv_id")) == {
         **BASE,
@@ -164,7 +200,9 @@ def test_set_ecommerce_view(tracker: Recorder) -> None:
 
 
 def test_set_custom_variable(tracker: Recorder) -> None:
-    tracker.track_page_view("p", page_variables={1: ("Role", "admin")}, visit_variables={2: ("Plan", "pro")})
+    tracker.track_page_view(
+        "p", page_variables={1: ("Role", "admin")}, visit_variables={2: ("Plan", "pro")}
+    )
     assert tracker.hits[0].params["cvar"] == '{"1":["Role","admin"]}'
     assert tracker.hits[0].params["_cvar"] == '{"2":["Plan","pro"]}'
     with pytest.raises(ValueError, match="1 to 5"):
@@ -221,7 +259,11 @@ def test_set_user_agent_and_browser_language(tracker: Recorder) -> None:
 
 
 def test_set_client_hints(tracker: Recorder) -> None:
-    hints = {"brands": [{"brand": "Chromium", "version": "124"}], "mobile": False, "platform": "Linux"}
+    hints = {
+        "brands": [{"brand": "Chromium", "version": "124"}],
+        "mobile": False,
+        "platform": "Linux",
+    }
     tracker.track_page_view("p", client_hints=hints)
     assert json.loads(tracker.hits[0].params["uadata"]) == hints
     accepted(tracker.hits[0])
@@ -230,7 +272,9 @@ def test_set_client_hints(tracker: Recorder) -> None:
 def test_set_performance_timings(tracker: Recorder) -> None:
     timings = {"pf_net": 10, "pf_srv": 20, "pf_tfr": 5, "pf_dm1": 100, "pf_dm2": 50, "pf_onl": 3}
     tracker.track_page_view("p", performance=timings)
-    assert {k: tracker.hits[0].params[k] for k in timings} == {k: str(v) for k, v in timings.items()}
+    assert {k: tracker.hits[0].params[k] for k in timings} == {
+        k: str(v) for k, v in timings.items()
+    }
     assert "pv_id" in tracker.hits[0].params
     with pytest.raises(ValueError, match="pf_srv"):
         tracker.track_page_view("p", performance={"pf_srv": -1})
@@ -241,7 +285,9 @@ def test_set_location_needs_token() -> None:
     with pytest.raises(ValueError, match="token_auth"):
         Recorder().track_page_view("p", url=PAGE, country="FR")
     t = Recorder(token_auth=SENTINEL_TOKEN)
-    t.track_page_view("p", url=PAGE, country="FR", region="75", city="Paris", latitude=48.85, longitude=2.35)
+    t.track_page_view(
+        "p", url=PAGE, country="FR", region="75", city="Paris", latitude=48.85, longitude=2.35
+    )
     assert {k: t.hits[0].params[k] for k in ("country", "region", "city", "lat", "long")} == {
         "country": "fr",
         "region": "75",
@@ -261,8 +307,19 @@ def test_local_time_resolution_charset_attribution(tracker: Recorder) -> None:
         attribution=("spring", "shoes", 1_699_000_000, "https://ref.example/"),
     )
     p = tracker.hits[0].params
-    assert (p["h"], p["m"], p["s"], p["res"], p["cs"]) == ("13", "5", "9", "1920x1080", "ISO-8859-1")
-    assert (p["_rcn"], p["_rck"], p["_refts"], p["_ref"]) == ("spring", "shoes", "1699000000", "https://ref.example/")
+    assert (p["h"], p["m"], p["s"], p["res"], p["cs"]) == (
+        "13",
+        "5",
+        "9",
+        "1920x1080",
+        "ISO-8859-1",
+    )
+    assert (p["_rcn"], p["_rck"], p["_refts"], p["_ref"]) == (
+        "spring",
+        "shoes",
+        "1699000000",
+        "https://ref.example/",
+    )
     accepted(tracker.hits[0])
 
 
@@ -278,7 +335,9 @@ def test_do_ping(tracker: Recorder) -> None:
 
 
 def test_do_track_crash(tracker: Recorder) -> None:
-    tracker.track_crash("TypeError: x", type="TypeError", category="js", stack="at f", location=("app.js", 3, 7))
+    tracker.track_crash(
+        "TypeError: x", type="TypeError", category="js", stack="at f", location=("app.js", 3, 7)
+    )
     assert only(tracker.hits[0]) == {
         **BASE,
         "ca": "1",
@@ -294,7 +353,9 @@ def test_do_track_crash(tracker: Recorder) -> None:
 
 
 def test_do_track_page_view_if_ai_bot(tracker: Recorder) -> None:
-    tracker.track_bot_request(status=200, response_bytes=512, server_time_ms=12, source="web", user_agent="GPTBot/1.0")
+    tracker.track_bot_request(
+        status=200, response_bytes=512, server_time_ms=12, source="web", user_agent="GPTBot/1.0"
+    )
     assert only(tracker.hits[0]) == {
         **BASE,
         "ua": "GPTBot/1.0",
@@ -310,7 +371,9 @@ def test_do_track_page_view_if_ai_bot(tracker: Recorder) -> None:
 def test_bulk_tracking_is_the_only_transport(tracker: Recorder) -> None:
     for n in range(3):
         tracker.track_event("c", "a", str(n))
-    body = json.loads(bulk_body([encode_hit(h) for h in tracker.hits], token_auth=SENTINEL_TOKEN, now=NOW))
+    body = json.loads(
+        bulk_body([encode_hit(h) for h in tracker.hits], token_auth=SENTINEL_TOKEN, now=NOW)
+    )
     assert [r["e_n"] for r in body["requests"]] == ["0", "1", "2"]
     assert body["token_auth"] == SENTINEL_TOKEN
 
@@ -332,7 +395,12 @@ def test_request_copies_user_agent_language_referrer_and_ip() -> None:
         "method": "GET",
         "path": "/p",
         "query_string": b"a=1",
-        "headers": [(b"host", b"site.example"), (b"user-agent", b"UA/1"), (b"accept-language", b"de"), (b"referer", b"https://from.example/")],
+        "headers": [
+            (b"host", b"site.example"),
+            (b"user-agent", b"UA/1"),
+            (b"accept-language", b"de"),
+            (b"referer", b"https://from.example/"),
+        ],
         "client": ("198.51.100.7", 5000),
         "scheme": "https",
     }

@@ -13,28 +13,55 @@ from matomo_tracking.testing import Collector, CollectorServer
 from tests.sentinel import SENTINEL_TOKEN
 from tests.servers import ServerProcess, free_port
 
-BROWSER = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", "accept-language": "de-CH"}
+BROWSER = {
+    "user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+    "accept-language": "de-CH",
+}
 
 
 @pytest.mark.e2e
 def test_handler_hits_follow_the_page_view_in_order_sharing_visitor_and_pv_id() -> None:
     with CollectorServer(Collector(token_auth=SENTINEL_TOKEN)) as matomo:
         port = free_port()
-        args = ["--factory", "tests.tracker.shop_app:from_env", "--host", "127.0.0.1", "--port", str(port)]
-        with ServerProcess("uvicorn", [*args, "--log-level", "warning"], port=port, env={"MATOMO_URL": matomo.base_url}) as server:
+        args = [
+            "--factory",
+            "tests.tracker.shop_app:from_env",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        with ServerProcess(
+            "uvicorn",
+            [*args, "--log-level", "warning"],
+            port=port,
+            env={"MATOMO_URL": matomo.base_url},
+        ) as server:
             response = httpx.post(f"{server.base_url}/checkout/c9", headers=BROWSER)
             assert response.json() == {"order": "order-c9"}
             hits = matomo.collector.wait_for(3, timeout=10)
     page, event, order = hits
     assert page["action_name"] == "/checkout/{cart_id}"
-    assert (event["e_c"], event["e_a"], event["e_n"], event["e_v"], event["ca"]) == ("checkout", "submit", "c9", "2", "1")
-    assert (order["idgoal"], order["ec_id"], order["revenue"], order["ec_tx"]) == ("0", "order-c9", "42.5", "3.5")
+    assert (event["e_c"], event["e_a"], event["e_n"], event["e_v"], event["ca"]) == (
+        "checkout",
+        "submit",
+        "c9",
+        "2",
+        "1",
+    )
+    assert (order["idgoal"], order["ec_id"], order["revenue"], order["ec_tx"]) == (
+        "0",
+        "order-c9",
+        "42.5",
+        "3.5",
+    )
     assert order["ec_items"] == '[["SKU-1","Mug","Kitchen",21.25,2]]'
     for hit in (event, order):
         for key in ("pv_id", "ua", "lang", "cip", "url", "idsite"):
             assert hit[key] == page[key], key
         assert "action_name" not in hit.params
-    assert page["cip"] == "127.0.0.1" and page.authenticated
+    assert page["cip"] == "127.0.0.1"
+    assert page.authenticated
     assert matomo.collector.invalid == []
 
 
@@ -59,7 +86,7 @@ def test_async_tracker_delivers_every_kind_of_hit() -> None:
                 tracker.ping()
                 assert await tracker.aflush(5)
                 stats = tracker.stats()
-            assert stats.sent == 12 and stats.invalid == 0 and stats.dropped_total == 0
+            assert (stats.sent, stats.invalid, stats.dropped_total) == (12, 0, 0)
 
         asyncio.run(run())
         hits = matomo.collector.wait_for(12)
