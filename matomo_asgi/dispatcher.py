@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 from collections import deque
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 _WARN_EVERY = 60.0  # seconds between two "queue full" warnings
 _MAX_ANSWER_BYTES = 64 * 1024  # Matomo's bulk answer is a few bytes; never read more than this
 _POLL = 0.01  # flush polling interval when called from another event loop
+_ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
 
 class AsyncioDispatcher:
@@ -63,9 +65,9 @@ class AsyncioDispatcher:
 
     ``http_client``: your own ``httpx.AsyncClient`` (proxies, TLS, headers); its timeout and
     connection limits apply (allow ``max_concurrent_batches`` connections), redirects are
-    never followed, and you close it. Without one, a client with ``timeout=config.timeout``
-    and a pool of ``max_concurrent_batches`` connections is made per event loop and closed
-    with the worker.
+    never followed, and you close it. Without one, clients with ``timeout=config.timeout``
+    are made per event loop, one connection each and one per batch in flight at most (reused
+    from batch to batch), and closed with the worker.
     """
 
     def __init__(
@@ -74,7 +76,11 @@ class AsyncioDispatcher:
         self.config = config
         self._endpoint = config.endpoint
         self._user_client = http_client
-        self._client: httpx.AsyncClient | None = None
+        # Clients made here, idle: one connection each (httpcore's pool slows down with the
+        # number of connections it holds), one per batch in flight at most, sharing one TLS
+        # setup. Made per event loop and closed with the worker.
+        self._clients: list[httpx.AsyncClient] = []
+        self._tls: ssl.SSLContext | None = None
         self._lock = threading.Lock()  # queue, budget, counters and stats
         self._stats = StatsRecorder(secret=config.token_auth)
         self._budget = QueueBudget(config.queue_max_hits, config.queue_max_bytes)
@@ -159,7 +165,7 @@ class AsyncioDispatcher:
         self._loop = self._worker = self._wakeup = self._progress = None
         self._senders = set()
         self._window = BatchWindow(self.config)
-        self._client = None
+        self._clients = []
 
     def _urgent(self) -> bool:
         return self._flush_target > self._finished or self._closed or self.config.sync_mode
@@ -210,7 +216,7 @@ class AsyncioDispatcher:
             # A client made on another loop holds that loop's connections: make a new one.
             # Batches still running there (a loop stopped without cancelling its tasks) are
             # that loop's: they finish there or never, in their own window.
-            self._client = None
+            self._clients = []
             self._senders = set()
             self._window = BatchWindow(self.config)
         self._loop = loop
@@ -233,7 +239,7 @@ class AsyncioDispatcher:
                 task.add_done_callback(senders.discard)
         finally:
             await self._stop_senders(senders)
-            await self._close_own_client()
+            await self._close_own_clients()
 
     async def _stop_senders(self, senders: set[asyncio.Task[None]]) -> None:
         # Each batch task hands back (or, past the close deadline, gives up) what it holds.
@@ -347,28 +353,34 @@ class AsyncioDispatcher:
             self._wake_worker(window)  # Matomo may be back: more batches may go
 
     # -- HTTP ------------------------------------------------------------------------------
-    def _http_client(self) -> httpx.AsyncClient:
+    def _take_client(self) -> httpx.AsyncClient:
         if self._user_client is not None:
             return self._user_client
-        if self._client is None:
-            limit = self.config.max_concurrent_batches
-            self._client = httpx.AsyncClient(
-                follow_redirects=False,
-                timeout=self.config.timeout,
-                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-            )
-        return self._client
+        if self._clients:
+            return self._clients.pop()  # the one used last: its connection is the warmest
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+        return httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=self.config.timeout,
+            limits=_ONE_CONNECTION,
+            verify=self._tls,
+        )
 
-    async def _close_own_client(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
+    def _give_client(self, client: httpx.AsyncClient) -> None:
+        if client is not self._user_client:
+            self._clients.append(client)
+
+    async def _close_own_clients(self) -> None:
+        clients, self._clients = self._clients, []
+        for client in clients:
             try:
                 await client.aclose()
             except Exception:
-                logger.debug("matomo: closing the HTTP client failed", exc_info=True)
+                logger.debug("matomo: closing an HTTP client failed", exc_info=True)
 
     async def _post(self, body: bytes) -> Answer | tuple[TransportError, str]:
-        client = self._http_client()
+        client = self._take_client()
         try:
             async with client.stream(
                 "POST", self._endpoint, content=body, headers=BULK_HEADERS, follow_redirects=False
@@ -390,6 +402,8 @@ class AsyncioDispatcher:
             return TransportError.TIMEOUT, _describe(exc)
         except Exception as exc:  # other transport errors, a closed or misconfigured client
             return TransportError.OTHER, _describe(exc)
+        finally:
+            self._give_client(client)
 
     # -- flushing and closing --------------------------------------------------------------
     async def aflush(self, timeout: float | None = None) -> bool:
@@ -459,7 +473,7 @@ class AsyncioDispatcher:
                 timeout,
                 lost,
             )
-        await self._close_own_client()
+        await self._close_own_clients()
         return done
 
     def _abandon_on_loop(self) -> None:

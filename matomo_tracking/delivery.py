@@ -568,13 +568,12 @@ class BatchWindow:
     While the queue is shallow, one batch at a time: a partial batch leaves once its oldest
     hit is ``batch_max_age`` old and no other batch is in flight. When a backlog builds (a
     full batch waits: ``batch_max_hits`` hits or ``batch_max_bytes`` bytes) or a flush or a
-    shutdown wants everything out, full batches leave side by side, as many as ``allowed``.
-    That number starts at one and grows by one with each answer from Matomo (so it doubles
-    with each round trip, as TCP's slow start does) up to ``max_concurrent_batches``; an
-    answer that calls for a retry (Matomo down, overloaded, timing out) brings it back to one.
-    So a Matomo that answers gets batches as fast as it takes them, while one that is down,
-    failing or holding requests gets one batch at a time, resent after its backoff, and the
-    memory of no more requests than it answers.
+    shutdown wants everything out, full batches leave side by side, up to ``allowed`` in
+    flight: ``max_concurrent_batches`` once Matomo answers, but one from the start until its
+    first answer and from an answer that calls for a retry (Matomo down, overloaded, timing
+    out) until the next good one. So a Matomo that answers gets batches as fast as it takes
+    them, while one that is down, failing or holding requests gets one batch at a time (each
+    resent after its backoff), and costs the memory of one request.
 
     Dispatchers ask ``wait(...)`` under their lock, call ``started()`` as they take a batch
     and ``finished()`` when it is done, and report each answer with ``answered(retry_due)``.
@@ -615,4 +614,4 @@ class BatchWindow:
     def answered(self, retry_due: bool) -> None:
         """Matomo answered a batch, or could not be reached: ``retry_due`` from the batch's
         ``BatchDelivery`` right after it was told."""
-        self.allowed = 1 if retry_due else min(self.limit, self.allowed + 1)
+        self.allowed = 1 if retry_due else self.limit

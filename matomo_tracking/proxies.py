@@ -25,6 +25,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _HOST = re.compile(r"(?:[A-Za-z0-9_.-]+|\[(?P<v6>[0-9A-Fa-f:.]+)\])(?::(?P<port>[0-9]{1,5}))?")
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _PEER_CACHE_SIZE = 4096
+# A canonical IPv4 address (what servers report), which is its own text once parsed.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # no leading zero, as ipaddress
+_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _MAX_CACHED_PEER = 64  # "[v6%zone]:port" fits; longer is not an address a server reports
 
 
@@ -187,14 +190,19 @@ class TrustedProxies:
         return Origin(str(client) if client is not None else None, scheme, host)
 
     def _peer(self, client: str | None) -> tuple[IPAddress | None, str | None]:
-        """``parse_ip(client)`` and its text, remembered for short addresses."""
+        """``parse_ip(client)`` and its text, remembered for short addresses. Without trusted
+        proxies only the text is ever used, and a canonical IPv4 address is not parsed (the
+        address is then None)."""
         if client is None:
             return None, None
         known = self._peers.get(client)
         if known is not None:
             return known
-        peer = parse_ip(client)
-        known = (peer, str(peer) if peer is not None else None)
+        if not self._networks and _DOTTED_QUAD.fullmatch(client) is not None:
+            known = (None, client)
+        else:
+            peer = parse_ip(client)
+            known = (peer, str(peer) if peer is not None else None)
         if len(client) <= _MAX_CACHED_PEER:
             if len(self._peers) >= _PEER_CACHE_SIZE:
                 self._peers.clear()  # atomic, unlike evicting one entry across threads

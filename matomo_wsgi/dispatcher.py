@@ -4,8 +4,8 @@
 A dispatcher thread cuts the queue into batches (``batch_max_hits``, ``batch_max_bytes``,
 ``batch_max_age``) and hands them to sender threads as the core's ``BatchWindow`` allows: one
 batch at a time while the queue is shallow, up to ``max_concurrent_batches`` at once while a
-backlog waits. Each sender executes the core's delivery policy (``BatchDelivery``) with a
-shared ``httpx.Client`` whose pool holds as many connections.
+backlog waits. Each sender executes the core's delivery policy (``BatchDelivery``) over one
+keep-alive connection (an ``httpx.Client`` of one connection, reused from batch to batch).
 
 The threads start lazily in the process that first submits, so a dispatcher made before a fork
 (gunicorn ``--preload``) works in every worker: the child forgets the parent's queue, threads,
@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 import weakref
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 _WARN_INTERVAL = 60.0
 #: Seconds a sender thread waits for work before it ends (the last one stays).
 _SENDER_IDLE = 60.0
+_ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
 # Every live dispatcher of this process, for ``close_all`` (gunicorn's worker_exit hook).
 _live: weakref.WeakSet[ThreadDispatcher] = weakref.WeakSet()
@@ -77,9 +79,10 @@ class ThreadDispatcher:
     functions that exit right after their work).
 
     ``http_client``: your own ``httpx.Client`` (TLS, proxies; its connection limits apply:
-    allow ``max_concurrent_batches`` connections); else one is made per process, with a pool
-    of ``max_concurrent_batches`` connections. Redirects are never followed, whatever the
-    client's setting, so the token never travels to another address.
+    allow ``max_concurrent_batches`` connections); else clients are made per process, one
+    connection each and one per batch in flight at most (reused from batch to batch). Redirects
+    are never followed, whatever the client's setting, so the token never travels to another
+    address.
     """
 
     def __init__(self, config: TrackingConfig, *, http_client: httpx.Client | None = None) -> None:
@@ -126,8 +129,12 @@ class ThreadDispatcher:
         self._senders: list[threading.Thread] = []
         self._idle_senders = 0
         self._stopping = False
-        self._client: httpx.Client | None = self._user_client
-        self._owns_client = self._user_client is None
+        # Clients made here, idle: one connection each (httpcore's pool slows down with the
+        # number of connections it holds), one per batch in flight at most, sharing one TLS
+        # setup; closed by close().
+        self._clients: list[httpx.Client] = []
+        self._clients_closed = False
+        self._tls: ssl.SSLContext | None = None
         self._wake = threading.Event()
         self._deadline: float | None = None
         self._rng = random.Random()
@@ -477,33 +484,40 @@ class ThreadDispatcher:
         timeout = self.config.timeout
         if deadline is not None:
             timeout = max(0.05, min(timeout, deadline - time.monotonic()))
-        return post_batch(self._http_client(), self._endpoint, step.body, timeout)
+        client = self._take_client()
+        try:
+            return post_batch(client, self._endpoint, step.body, timeout)
+        finally:
+            self._give_client(client)
 
-    def _http_client(self) -> httpx.Client:
-        client = self._client
-        if client is None:
-            with self._lock:
-                client = self._client
-                if client is None:
-                    limit = self._window.limit
-                    client = httpx.Client(
-                        timeout=self.config.timeout,
-                        follow_redirects=False,
-                        limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-                    )
-                    self._client = client
-        return client
+    def _take_client(self) -> httpx.Client:
+        if self._user_client is not None:
+            return self._user_client
+        with self._lock:
+            if self._clients:
+                return self._clients.pop()  # the one used last: its connection is the warmest
+            if self._tls is None:
+                self._tls = httpx.create_ssl_context()
+            tls = self._tls
+        return httpx.Client(
+            timeout=self.config.timeout, follow_redirects=False, limits=_ONE_CONNECTION, verify=tls
+        )
+
+    def _give_client(self, client: httpx.Client) -> None:
+        if client is self._user_client:
+            return
+        with self._lock:
+            if not self._clients_closed:
+                self._clients.append(client)
+                return
+        _close_quietly(client)  # close() came while it was posting
 
     def _close_client(self) -> None:
         with self._lock:
-            client, owned = self._client, self._owns_client
-            if owned:
-                self._client = None
-        if client is not None and owned:
-            try:
-                client.close()
-            except Exception:  # pragma: no cover
-                logger.debug("matomo: closing the HTTP client failed", exc_info=True)
+            clients, self._clients = self._clients, []
+            self._clients_closed = True
+        for client in clients:
+            _close_quietly(client)
 
     def _give_up(self, reason: str) -> None:
         """Count whatever is still pending as dropped, and stop the threads."""
@@ -553,6 +567,13 @@ def post_batch(
         retry_after=response.headers.get("retry-after"),
         location=response.headers.get("location"),
     )
+
+
+def _close_quietly(client: httpx.Client) -> None:
+    try:
+        client.close()
+    except Exception:  # pragma: no cover
+        logger.debug("matomo: closing an HTTP client failed", exc_info=True)
 
 
 def _describe(exc: BaseException) -> str:
