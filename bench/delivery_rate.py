@@ -34,7 +34,7 @@ from bench.servers import CollectorProcess, free_port
 __all__ = ["delivery_rate", "main"]
 
 #: Hits submitted per latency (ms): enough to keep the dispatcher busy for several seconds.
-DEFAULT_COUNTS = {0.0: 100_000, 50.0: 50_000, 500.0: 30_000}
+DEFAULT_COUNTS = {0.0: 100_000, 50.0: 100_000, 500.0: 100_000}
 
 
 def delivery_rate(

@@ -86,6 +86,7 @@ class AsyncioDispatcher:
         self._budget = QueueBudget(config.queue_max_hits, config.queue_max_bytes)
         self._queue: deque[EncodedHit] = deque()
         self._queue_bytes = 0
+        self._since = 0.0  # when the queue last went from empty to not (time.time())
         self._admitted = 0  # hits ever queued
         self._finished = 0  # of those, hits delivered, refused or dropped
         self._flush_target = 0  # batches go out at once until _finished reaches it
@@ -134,6 +135,8 @@ class AsyncioDispatcher:
             self._admitted += 1
             self._stats.queued += 1
             count = len(self._queue)
+            if count == 1:
+                self._since = time.time()
             # Wake the worker when this hit changes what it waits for: a first hit (its age
             # starts the clock), a batch that just became full, a flush or a shutdown.
             wake = (
@@ -253,21 +256,38 @@ class AsyncioDispatcher:
         """One batch's task: deliver it, then free its room in the queue and the window."""
         delivery = BatchDelivery(batch, self.config, self._stats)
         try:
+            back: list[EncodedHit] = []
             try:
-                await self._deliver(delivery, window)
+                back = await self._deliver(delivery, window)
             except Exception:
                 with self._lock:
                     left = delivery.abandon("error")
                     self._stats.error(f"internal error while delivering; {left} hit(s) dropped")
                 logger.debug("matomo: delivery error", exc_info=True)
-            self._finish(len(batch), size)
+            self._requeue(batch, size, back)
         except asyncio.CancelledError:
             self._cancelled(batch, delivery)
             raise
         finally:
             with self._lock:
+                window.ended(delivery)
                 window.finished()
             self._wake_worker(window)
+
+    def _requeue(self, batch: list[EncodedHit], size: int, left: list[EncodedHit]) -> None:
+        """A batch is over: its hits ``left`` go back to the front of the queue, the others
+        are finished."""
+        left_size = sum(h.size for h in left)
+        if left:
+            with self._lock:
+                self._queue.extendleft(reversed(left))
+                self._queue_bytes += left_size
+        self._finish(len(batch) - len(left), size - left_size)
+
+    def _age(self) -> float:
+        # How long the oldest queued hit has waited: since it was made, or since it was
+        # queued when it was made long before (a tracker's backdated hit).
+        return time.time() - max(self._queue[0].created, self._since)
 
     def _wake_worker(self, window: BatchWindow) -> None:
         wakeup = self._wakeup
@@ -288,12 +308,9 @@ class AsyncioDispatcher:
             return
         # The loop is being torn down (a test client's loop, a server's shutdown without
         # lifespan): keep what is not delivered for the next worker.
-        left = delivery.take_remaining() if delivery is not None else batch
-        done = len(batch) - len(left)
         with self._lock:
-            self._queue.extendleft(reversed(left))
-            self._queue_bytes += sum(h.size for h in left)
-        self._finish(done, size - sum(h.size for h in left))
+            left = delivery.take_remaining() if delivery is not None else batch
+        self._requeue(batch, size, left)
 
     def _finish(self, count: int, size: int) -> None:
         with self._lock:
@@ -316,7 +333,7 @@ class AsyncioDispatcher:
                 delay = window.wait(
                     hits=count,
                     size=self._queue_bytes,
-                    age=time.time() - self._queue[0].created if count else 0.0,
+                    age=self._age() if count else 0.0,
                     urgent=self._urgent(),
                 )
                 if delay is not None and delay <= 0:
@@ -334,12 +351,14 @@ class AsyncioDispatcher:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), delay)
 
-    async def _deliver(self, delivery: BatchDelivery, window: BatchWindow) -> None:
+    async def _deliver(self, delivery: BatchDelivery, window: BatchWindow) -> list[EncodedHit]:
+        """Run the policy until the batch is done; returns the hits handed back to the queue
+        (when another batch is already being resent to a failing Matomo)."""
         while True:
             with self._lock:
                 step = delivery.next_step(time.time(), self._rng.random())
             if step is None:
-                return
+                return []
             if isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
                 continue
@@ -349,7 +368,8 @@ class AsyncioDispatcher:
                     delivery.answered(outcome, time.time())
                 else:
                     delivery.failed(outcome[0], outcome[1], time.time())
-                window.answered(delivery.retry_due)
+                if not window.answered(delivery):
+                    return delivery.take_remaining()
             self._wake_worker(window)  # Matomo may be back: more batches may go
 
     # -- HTTP ------------------------------------------------------------------------------

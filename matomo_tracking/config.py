@@ -125,7 +125,7 @@ class TrackingConfig:
     backoff_max: float = 60.0
     max_hit_age: float = 23 * 3600.0
     sync_mode: bool = False
-    max_concurrent_batches: int = 16
+    max_concurrent_batches: int = 64
 
     def __post_init__(self) -> None:
         _check_url("url", self.url)

@@ -571,15 +571,26 @@ class BatchWindow:
     shutdown wants everything out, full batches leave side by side, up to ``allowed`` in
     flight: ``max_concurrent_batches`` once Matomo answers, but one from the start until its
     first answer and from an answer that calls for a retry (Matomo down, overloaded, timing
-    out) until the next good one. So a Matomo that answers gets batches as fast as it takes
-    them, while one that is down, failing or holding requests gets one batch at a time (each
-    resent after its backoff), and costs the memory of one request.
+    out) until the next good one. Only one batch is resent at a time: another batch in flight
+    that fails meanwhile goes back to the front of the queue. So a Matomo that answers gets
+    batches as fast as it takes them, while one that is down, failing or holding requests
+    gets one request at a time (resent after its backoff), and costs the memory of one.
 
-    Dispatchers ask ``wait(...)`` under their lock, call ``started()`` as they take a batch
-    and ``finished()`` when it is done, and report each answer with ``answered(retry_due)``.
+    Dispatchers ask ``wait(...)`` under their lock and call ``started()`` as they take a
+    batch; they report each answer with ``answered(delivery)``, which says whether the batch
+    goes on or goes back to the queue, then ``ended(delivery)`` and ``finished()`` when it
+    is done (delivered, refused, given up on or handed back).
     """
 
-    __slots__ = ("_max_age", "_max_bytes", "_max_hits", "allowed", "in_flight", "limit")
+    __slots__ = (
+        "_max_age",
+        "_max_bytes",
+        "_max_hits",
+        "_resending",
+        "allowed",
+        "in_flight",
+        "limit",
+    )
 
     def __init__(self, config: TrackingConfig, limit: int | None = None) -> None:
         self.limit = max(1, config.max_concurrent_batches if limit is None else limit)
@@ -588,6 +599,7 @@ class BatchWindow:
         self._max_age = config.batch_max_age
         self.in_flight = 0
         self.allowed = 1
+        self._resending: BatchDelivery | None = None  # the batch resent while Matomo fails
 
     def wait(self, *, hits: int, size: int, age: float, urgent: bool) -> float | None:
         """Seconds to wait before taking the next batch off the queue: 0 to take it now, the
@@ -611,7 +623,23 @@ class BatchWindow:
         """A batch is done (delivered, refused, given up on or handed back)."""
         self.in_flight = max(0, self.in_flight - 1)
 
-    def answered(self, retry_due: bool) -> None:
-        """Matomo answered a batch, or could not be reached: ``retry_due`` from the batch's
-        ``BatchDelivery`` right after it was told."""
-        self.allowed = 1 if retry_due else self.limit
+    def answered(self, delivery: BatchDelivery) -> bool:
+        """Matomo answered a batch, or could not be reached (``delivery`` was just told).
+        Returns whether the batch goes on; False: another batch is being resent already, so
+        this one's hits go back to the queue (``delivery.take_remaining()``)."""
+        if not delivery.retry_due:
+            self.allowed = self.limit
+            if self._resending is delivery:
+                self._resending = None
+            return True
+        self.allowed = 1
+        if self._resending is None or self._resending is delivery:
+            self._resending = delivery
+            return True
+        return False
+
+    def ended(self, delivery: BatchDelivery) -> None:
+        """``delivery`` is over, however it ended: if it was being resent, the next batch
+        that fails takes its place."""
+        if self._resending is delivery:
+            self._resending = None

@@ -257,8 +257,14 @@ class CeleryDispatcher(ThreadDispatcher):
         return 1
 
     def _deliver_batch(
-        self, hits: list[EncodedHit], *, deadline: float | None, reason: str
+        self,
+        hits: list[EncodedHit],
+        *,
+        deadline: float | None,
+        reason: str,
+        windowed: bool = False,
     ) -> None:
+        # The hand-over is retried as a whole, never handed back to the queue (``windowed``).
         packed = pack_batches([hits])
         attempt = 0
         while True:

@@ -118,6 +118,7 @@ class ThreadDispatcher:
         self._progress = threading.Condition(self._lock)
         self._queue: deque[EncodedHit] = deque()
         self._queue_bytes = 0
+        self._since = 0.0  # when the queue last went from empty to not (time.time())
         self._budget = QueueBudget(config.queue_max_hits, config.queue_max_bytes)
         self._stats = StatsRecorder(secret=config.token_auth)
         self._window = BatchWindow(config, self._batch_limit())
@@ -169,6 +170,8 @@ class ThreadDispatcher:
                 before = self._queue_bytes
                 self._queue_bytes += encoded.size
                 count = len(self._queue)
+                if count == 1:
+                    self._since = time.time()
                 # Wake the dispatcher thread when this hit changes what it waits for: a first
                 # hit (its age starts the clock), a batch that just became full, a flush.
                 if (
@@ -228,8 +231,8 @@ class ThreadDispatcher:
 
     def close(self, timeout: float | None = None) -> bool:
         """Deliver what is left within ``timeout`` seconds (default ``config.shutdown_timeout``),
-        count the rest as dropped (``"shutdown"``, and logged), stop the thread and close the
-        HTTP client this dispatcher made; later hits are dropped (``"closed"``). Returns whether
+        count the rest as dropped (``"shutdown"``, and logged), stop the threads and close the
+        HTTP clients this dispatcher made; later hits are dropped (``"closed"``). Returns whether
         everything was delivered or given up on by the policy in time. Idempotent."""
         limit = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + max(0.0, limit)
@@ -315,7 +318,7 @@ class ThreadDispatcher:
                     delay = self._window.wait(
                         hits=count,
                         size=self._queue_bytes,
-                        age=time.time() - self._queue[0].created if count else 0.0,
+                        age=self._age() if count else 0.0,
                         urgent=self._closed or self._flush_target > self._done,
                     )
                     if delay is None or delay > 0:
@@ -338,6 +341,11 @@ class ThreadDispatcher:
                     self._changed.wait(0.1)
             if inline is not None:
                 self._send(inline)
+
+    def _age(self) -> float:
+        # How long the oldest queued hit has waited: since it was made, or since it was
+        # queued when it was made long before (a tracker's backdated hit).
+        return time.time() - max(self._queue[0].created, self._since)
 
     def _hire(self) -> bool:
         """(Lock held.) Start a sender thread when the batches waiting outnumber the idle
@@ -377,7 +385,7 @@ class ThreadDispatcher:
     def _send(self, batch: list[EncodedHit]) -> None:
         """Deliver a batch the window let go, then free its place in the window."""
         try:
-            self._deliver(batch, deadline=None, reason="shutdown")
+            self._deliver(batch, deadline=None, reason="shutdown", windowed=True)
         finally:
             with self._lock:
                 self._window.finished()
@@ -401,51 +409,88 @@ class ThreadDispatcher:
                     return
             self._deliver(batch, deadline=deadline, reason="shutdown")
 
-    def _deliver(self, hits: list[EncodedHit], *, deadline: float | None, reason: str) -> None:
-        """Deliver one batch with ``_deliver_batch``, then give its room in the queue back."""
+    def _deliver(
+        self,
+        hits: list[EncodedHit],
+        *,
+        deadline: float | None,
+        reason: str,
+        windowed: bool = False,
+    ) -> None:
+        """Deliver one batch with ``_deliver_batch``, then give its room in the queue back
+        (hits it hands back go to the front of the queue, with their room)."""
+        back: list[EncodedHit] | None = None
         try:
-            self._deliver_batch(hits, deadline=deadline, reason=reason)
+            back = self._deliver_batch(hits, deadline=deadline, reason=reason, windowed=windowed)
         finally:
+            if back:
+                with self._lock:
+                    self._queue.extendleft(reversed(back))
+                    self._queue_bytes += sum(h.size for h in back)
+                kept = {id(h) for h in back}
+                hits = [h for h in hits if id(h) not in kept]
             self._finished(hits, reason=None)
 
     def _deliver_batch(
-        self, hits: list[EncodedHit], *, deadline: float | None, reason: str
-    ) -> None:
+        self,
+        hits: list[EncodedHit],
+        *,
+        deadline: float | None,
+        reason: str,
+        windowed: bool = False,
+    ) -> list[EncodedHit] | None:
         """The step a subclass replaces (the Celery dispatcher hands the batch to a task):
         execute the core's delivery policy for one batch over HTTP; at ``deadline`` (or the
-        one ``close()`` sets while it runs) give up what is left, counted as ``reason``."""
+        one ``close()`` sets while it runs) give up what is left, counted as ``reason``.
+        ``windowed``: a batch the ``BatchWindow`` let go, which reports Matomo's answers to
+        it; returns the hits to queue again when the window says so."""
         lock = self._lock
         with lock:
             delivery = BatchDelivery(hits, self.config, self._stats)
+        try:
+            return self._run_delivery(delivery, deadline, reason, windowed)
+        finally:
+            if windowed:
+                with lock:
+                    self._window.ended(delivery)
+
+    def _run_delivery(
+        self, delivery: BatchDelivery, deadline: float | None, reason: str, windowed: bool
+    ) -> list[EncodedHit] | None:
+        lock = self._lock
         try:
             while True:
                 deadline = self._deadline if deadline is None else deadline
                 if deadline is not None and time.monotonic() >= deadline:
                     self._abandon(delivery, reason)
-                    return
+                    return None
                 with lock:
                     step = delivery.next_step(time.time(), self._rng.random())
                 if step is None:
-                    return
+                    return None
                 if isinstance(step, Sleep):
                     if not self._sleep(step.seconds, deadline):
                         self._abandon(delivery, reason)
-                        return
+                        return None
                     continue
                 result = self._post(step, deadline)
                 with lock:
                     if self._given_up:
                         delivery.take_remaining()  # counted by close() already
-                        return
+                        return None
                     if isinstance(result, Answer):
                         delivery.answered(result, time.time())
                     else:
                         delivery.failed(result[0], result[1], time.time())
-                    self._window.answered(delivery.retry_due)
-                    self._changed.notify()  # Matomo may be back: more batches may go
+                    if windowed:
+                        if not self._window.answered(delivery):
+                            # Another batch is resent to a failing Matomo: this one waits.
+                            return delivery.take_remaining()
+                        self._changed.notify()  # Matomo may be back: more batches may go
         except Exception:
             logger.warning("matomo: delivering a batch failed", exc_info=True)
             self._abandon(delivery, "error")
+        return None
 
     def _abandon(self, delivery: BatchDelivery, reason: str) -> None:
         with self._lock:
@@ -496,9 +541,11 @@ class ThreadDispatcher:
         with self._lock:
             if self._clients:
                 return self._clients.pop()  # the one used last: its connection is the warmest
-            if self._tls is None:
-                self._tls = httpx.create_ssl_context()
             tls = self._tls
+        if tls is None:  # made once (it loads the CA certificates), outside the lock
+            tls = httpx.create_ssl_context()
+            with self._lock:
+                tls = self._tls = self._tls or tls
         return httpx.Client(
             timeout=self.config.timeout, follow_redirects=False, limits=_ONE_CONNECTION, verify=tls
         )

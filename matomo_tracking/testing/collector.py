@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -80,16 +81,24 @@ class Collector:
     #: The HTTP status of every tracking request answered, in order (failure modes included).
     answered: list[int] = field(default_factory=list)
     mode: _Mode = field(default_factory=_Mode)
+    #: Tracking requests being answered right now (failure delays included), and the most
+    #: there were at once since the collector was made or cleared: how many requests a client
+    #: keeps in flight.
+    in_progress: int = 0
+    max_in_progress: int = 0
 
     def __post_init__(self) -> None:
         self.site_ids = frozenset(self.site_ids)
         self._orders: set[tuple[str, str]] = set()
+        self._gauge = threading.Lock()  # served from several threads by CollectorServer
 
     def __repr__(self) -> str:
         return f"Collector(site_ids={sorted(self.site_ids)!r}, hits={len(self.hits)})"
 
     # -- failure modes -------------------------------------------------------------------
-    def fail_with(self, status: int, count: int | None = None, retry_after: str | None = None) -> None:
+    def fail_with(
+        self, status: int, count: int | None = None, retry_after: str | None = None
+    ) -> None:
         """Answer the next ``count`` tracking requests (all, if None) with HTTP ``status``."""
         self.mode.fail_status, self.mode.fail_count = status, count
         self.mode.retry_after = retry_after
@@ -127,6 +136,8 @@ class Collector:
         self.invalid.clear()
         self.answered.clear()
         self._orders.clear()
+        with self._gauge:
+            self.max_in_progress = self.in_progress
 
     # -- queries -------------------------------------------------------------------------
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedHit]:
@@ -177,11 +188,11 @@ class Collector:
             return self._bulk(body, query, now)
         params = dict(parse_qsl(query, keep_blank_values=True))
         if method == "POST":
-            params.update(
-                {k: v for k, v in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if k not in params}
-            )
+            form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            params.update({k: v for k, v in form if k not in params})
         if not params:
-            return (200 if method == "GET" else 400), [("content-type", "text/plain")], b"Matomo collector"
+            status = 200 if method == "GET" else 400
+            return status, [("content-type", "text/plain")], b"Matomo collector"
         token = params.pop("token_auth", None)
         send_image = params.pop("send_image", None)
         reason = self._record(params, token, now, bulk=False)
@@ -209,7 +220,8 @@ class Collector:
             if isinstance(entry, str):
                 if "?" not in entry:
                     continue  # Matomo silently skips strings without a query part
-                params: dict[str, Any] = dict(parse_qsl(entry.split("?", 1)[1], keep_blank_values=True))
+                entry_query = entry.split("?", 1)[1]
+                params: dict[str, Any] = dict(parse_qsl(entry_query, keep_blank_values=True))
             elif isinstance(entry, dict):
                 params = dict(entry)
             else:
@@ -229,7 +241,9 @@ class Collector:
             result["invalid_indices"] = indices
         return 200, [("content-type", "application/json")], json.dumps(result).encode()
 
-    def _record(self, params: dict[str, Any], token: str | None, now: float, *, bulk: bool) -> str | None:
+    def _record(
+        self, params: dict[str, Any], token: str | None, now: float, *, bulk: bool
+    ) -> str | None:
         reason = self._validate(params, token, now)
         if reason is not None:
             self.invalid.append((params, reason))
@@ -249,7 +263,9 @@ class Collector:
         for key, value in params.items():
             if not isinstance(value, str):
                 return f"{key}: values must be strings"
-        authenticated = token is not None and self.token_auth is not None and token == self.token_auth
+        authenticated = (
+            token is not None and self.token_auth is not None and token == self.token_auth
+        )
         site = _int(params.get("idsite"))
         if site is None or site not in self.site_ids:
             return "idsite: unknown or invalid site"
@@ -289,7 +305,7 @@ class Collector:
                 return "duplicate order id"
             self._orders.add(order)
         for key in ("_cvar", "cvar", "ec_items", "uadata"):
-            if key in params and params[key]:
+            if params.get(key):
                 try:
                     json.loads(params[key])
                 except ValueError:
@@ -310,11 +326,13 @@ class Collector:
                 p.get("pf_srv", ""),
                 p.get("uid") or p.get("cid") or p.get("_id") or "",
             )
-            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+            row = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+            rows.append(f"<tr>{row}</tr>")
         return (
-            "<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='2'>"
-            "<title>Matomo collector</title><style>body{font-family:sans-serif}td,th{padding:2px 8px;"
-            "text-align:left}tr:nth-child(even){background:#f4f4f4}</style></head><body>"
+            "<!doctype html><html><head><meta charset='utf-8'>"
+            "<meta http-equiv='refresh' content='2'><title>Matomo collector</title>"
+            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
+            "tr:nth-child(even){background:#f4f4f4}</style></head><body>"
             f"<h1>Matomo collector</h1><p id='count'>{len(self.hits)} hit(s) received</p>"
             "<table id='hits'><tr><th>time</th><th>action</th><th>url</th><th>status</th>"
             "<th>pf_srv</th><th>visitor</th></tr>" + "".join(rows) + "</table></body></html>"
@@ -328,19 +346,36 @@ class Collector:
         except ValueError:
             length = 0
         body = environ["wsgi.input"].read(length) if length > 0 else b""
-        if self._tracking(environ.get("PATH_INFO", "/")):
-            self._wait_sync()
-        status, headers, payload = self._answer_after_hang_sync(
-            environ.get("REQUEST_METHOD", "GET"),
-            environ.get("PATH_INFO", "/"),
-            environ.get("QUERY_STRING", ""),
-            body,
-        )
-        start_response(f"{status} {_reason(status)}", [*headers, ("content-length", str(len(payload)))])
+        tracking = self._tracking(environ.get("PATH_INFO", "/"))
+        if tracking:
+            self._started()
+        try:
+            if tracking:
+                self._wait_sync()
+            status, headers, payload = self._answer_after_hang_sync(
+                environ.get("REQUEST_METHOD", "GET"),
+                environ.get("PATH_INFO", "/"),
+                environ.get("QUERY_STRING", ""),
+                body,
+            )
+        finally:
+            if tracking:
+                self._ended()
+        length_header = ("content-length", str(len(payload)))
+        start_response(f"{status} {_reason(status)}", [*headers, length_header])
         return [payload]
 
     def _tracking(self, path: str) -> bool:
         return path.endswith(".php")
+
+    def _started(self) -> None:
+        with self._gauge:
+            self.in_progress += 1
+            self.max_in_progress = max(self.max_in_progress, self.in_progress)
+
+    def _ended(self) -> None:
+        with self._gauge:
+            self.in_progress -= 1
 
     def _wait_sync(self) -> None:
         if self.mode.delay:
@@ -355,7 +390,9 @@ class Collector:
             return 503, [], b""
         return self.handle(method, path, query, body)
 
-    async def asgi(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    async def asgi(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
         """The collector as an ASGI app."""
         import asyncio  # only when served over ASGI; the core itself never imports asyncio
 
@@ -377,17 +414,25 @@ class Collector:
             more = message.get("more_body", False)
         path = scope.get("path", "/")
         tracking = self._tracking(path)
-        if tracking and self.mode.delay:
-            await asyncio.sleep(self.mode.delay)
-        while tracking and self.mode.hold:
-            await asyncio.sleep(0.01)
-        if tracking and self.mode.hang_after_read:
-            await asyncio.sleep(self.mode.hang_after_read)
-            self.requests.append({"bulk": True, "count": 0, "hung": True})  # as the WSGI side
-            status, headers, payload = 503, list[tuple[str, str]](), b""
-        else:
-            query = scope.get("query_string", b"").decode("latin-1")
-            status, headers, payload = self.handle(scope.get("method", "GET"), path, query, body)
+        if tracking:
+            self._started()
+        try:
+            if tracking and self.mode.delay:
+                await asyncio.sleep(self.mode.delay)
+            while tracking and self.mode.hold:
+                await asyncio.sleep(0.01)
+            if tracking and self.mode.hang_after_read:
+                await asyncio.sleep(self.mode.hang_after_read)
+                self.requests.append({"bulk": True, "count": 0, "hung": True})  # as WSGI's
+                status, headers, payload = 503, list[tuple[str, str]](), b""
+            else:
+                query = scope.get("query_string", b"").decode("latin-1")
+                status, headers, payload = self.handle(
+                    scope.get("method", "GET"), path, query, body
+                )
+        finally:
+            if tracking:
+                self._ended()
         await send(
             {
                 "type": "http.response.start",

@@ -95,6 +95,8 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("backoff_max", 0.0, "0.0"),
     ("max_hit_age", NAN, "nan"),
     ("sync_mode", "no", "'no'"),
+    ("max_concurrent_batches", 0, "0"),
+    ("max_concurrent_batches", 2.0, "2.0"),
     ("batch_max_hits", 20_000, "20000"),  # more than queue_max_hits
 ]
 
