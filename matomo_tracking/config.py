@@ -147,9 +147,7 @@ class TrackingConfig:
         object.__setattr__(self, "ignore_patterns", _patterns(self.ignore_patterns))
         methods = _strs("ignore_methods", self.ignore_methods)
         object.__setattr__(self, "ignore_methods", frozenset(m.upper() for m in methods))
-        object.__setattr__(
-            self, "ignore_status_codes", _status_codes(self.ignore_status_codes)
-        )
+        object.__setattr__(self, "ignore_status_codes", _status_codes(self.ignore_status_codes))
         object.__setattr__(
             self, "ignore_user_agents", _patterns(self.ignore_user_agents, key="ignore_user_agents")
         )

@@ -122,9 +122,7 @@ def test_hits_in_flight_count_against_the_queue_caps(make: Make, matomo: Collect
 def test_the_shutdown_deadline_covers_every_batch_in_flight(
     make: Make, matomo: CollectorServer
 ) -> None:
-    dispatcher = make(
-        url=matomo.base_url, batch_max_hits=10, max_concurrent_batches=4, timeout=1.5
-    )
+    dispatcher = make(url=matomo.base_url, batch_max_hits=10, max_concurrent_batches=4, timeout=1.5)
     open_window(dispatcher, matomo)
     matomo.collector.hold()
     for n in range(60):
