@@ -10,9 +10,7 @@ import httpx
 
 from matomo_asgi.dispatcher import AsyncioDispatcher
 from matomo_tracking.config import TrackingConfig
-from matomo_tracking.delivery import DispatchStats
 from matomo_tracking.dispatcher import Dispatcher
-from matomo_tracking.hits import Hit
 from matomo_tracking.tracker import BaseTracker
 
 if TYPE_CHECKING:
@@ -40,19 +38,9 @@ class AsyncTracker(BaseTracker):
         **options: Unpack[TrackingOptions],
     ) -> None:
         config = TrackingConfig.from_kwargs(options)
-        super().__init__(config, clock=time.time, rng=random.Random())
-        self._dispatcher: Dispatcher = (
-            dispatcher
-            if dispatcher is not None
-            else AsyncioDispatcher(config, http_client=http_client)
-        )
-
-    def _submit(self, hit: Hit) -> bool:
-        return self._dispatcher.submit(hit)
-
-    def stats(self) -> DispatchStats:
-        """What was queued, sent, retried and dropped."""
-        return self._dispatcher.stats()
+        if dispatcher is None:
+            dispatcher = AsyncioDispatcher(config, http_client=http_client)
+        super().__init__(config, clock=time.time, rng=random.Random(), dispatcher=dispatcher)
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """Wait until every queued hit is delivered (or ``timeout`` passes)."""

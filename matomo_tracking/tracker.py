@@ -18,6 +18,8 @@ from matomo_tracking.actions import (
     custom_variables_json,
 )
 from matomo_tracking.config import TrackingConfig
+from matomo_tracking.delivery import DispatchStats
+from matomo_tracking.dispatcher import Dispatcher
 from matomo_tracking.fields import (
     MAX_ACTION_NAME_BYTES,
     MAX_DIMENSION_CHARS,
@@ -112,9 +114,15 @@ class BaseTracker:
     """
 
     def __init__(
-        self, config: TrackingConfig, *, clock: Callable[[], float], rng: RandomSource
+        self,
+        config: TrackingConfig,
+        *,
+        clock: Callable[[], float],
+        rng: RandomSource,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.config = config
+        self._dispatcher = dispatcher
         self._clock = clock
         self._rng = rng
         # The middleware's rules for URLs made from a request (trusted proxies, host pinning,
@@ -128,7 +136,13 @@ class BaseTracker:
         return f"{type(self).__name__}(url={self.config.url!r}, site_id={self.config.site_id!r})"
 
     def _submit(self, hit: Hit) -> bool:
-        raise NotImplementedError
+        if self._dispatcher is None:
+            raise NotImplementedError("pass a dispatcher or override _submit")
+        return self._dispatcher.submit(hit)
+
+    def stats(self) -> DispatchStats:
+        """What was queued, sent, retried and dropped."""
+        return self._dispatcher.stats() if self._dispatcher is not None else DispatchStats()
 
     def set(self, **variables: Any) -> None:
         """Store tracking variables for every later call (None removes one)."""
