@@ -213,6 +213,9 @@ class Collector:
             return 200, [("content-type", "application/json")], json.dumps(answer).encode()
         token = data.get("token_auth")
         token = token if isinstance(token, str) else None
+        # A top-level send_image of 0 (number or string) makes Matomo answer 204 without the
+        # counts, after tracking the hits (plugins/BulkTracking/Tracker/Response.php).
+        no_image = data.get("send_image") in (0, "0")
         tracked = invalid = 0
         indices: list[int] = []
         position = 0
@@ -236,6 +239,8 @@ class Collector:
                 indices.append(position)
             position += 1
         self.requests.append({"bulk": True, "count": position, "token": token is not None})
+        if no_image:
+            return 204, [], b""
         result: dict[str, Any] = {"status": "success", "tracked": tracked, "invalid": invalid}
         if token is not None and token == self.token_auth:
             result["invalid_indices"] = indices

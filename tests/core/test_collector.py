@@ -143,6 +143,28 @@ def test_bulk_counts_and_invalid_indices_with_the_configured_token() -> None:
     assert c.requests == [{"bulk": True, "count": 4, "token": True}]
 
 
+@pytest.mark.parametrize("value", [0, "0"], ids=["number", "string"])
+def test_bulk_with_send_image_0_is_204_without_counts(value: object) -> None:
+    # Matomo 5.0.2: the same body answers 204 '' with send_image and 200 with counts without.
+    c = collector()
+    body = bulk(PAGE_VIEW, {**PAGE_VIEW, "idsite": "5"}, send_image=value, token_auth=TOKEN)
+
+    status, _, payload = c.handle("POST", "/matomo.php", "", body)
+
+    assert (status, payload) == (204, b"")
+    assert len(c.hits) == 1  # still tracked, and the invalid one still rejected
+    assert len(c.invalid) == 1
+
+
+@pytest.mark.parametrize("value", [1, "1", None], ids=["one", "string-one", "null"])
+def test_bulk_with_another_send_image_answers_counts(value: object) -> None:
+    body = bulk(PAGE_VIEW, send_image=value)
+
+    result = answer_of(collector().handle("POST", "/matomo.php", "", body))
+
+    assert result == (200, {"status": "success", "tracked": 1, "invalid": 0})
+
+
 @pytest.mark.parametrize("token", [None, "another-token"], ids=["no-token", "wrong-token"])
 def test_bulk_without_the_configured_token_gives_counts_only(token: str | None) -> None:
     body = bulk(PAGE_VIEW, {**PAGE_VIEW, "idsite": "5"}, **({"token_auth": token} if token else {}))

@@ -1,5 +1,5 @@
 """The bulk wire format: JSON objects of string values, ``cdo`` from each hit's age,
-``send_image`` and ``token_auth`` at the top level, valid JSON whatever the values."""
+``token_auth`` (and never ``send_image``) at the top level, valid JSON whatever the values."""
 
 from __future__ import annotations
 
@@ -29,18 +29,14 @@ def test_bulk_body_exact_bytes() -> None:
 
     body = bulk_body(hits, token_auth=None, now=NOW)
 
-    assert (
-        body == b'{"requests":[{"idsite":"1","rec":"1"},{"cdo":"6","idsite":"2"}],"send_image":0}'
-    )
+    assert body == b'{"requests":[{"idsite":"1","rec":"1"},{"cdo":"6","idsite":"2"}]}'
     assert BULK_HEADERS == {"Content-Type": "application/json"}
 
 
 def test_bulk_body_with_token() -> None:
     body = bulk_body([hit({"idsite": "1"})], token_auth=TOKEN, now=NOW)
 
-    assert body == (
-        b'{"requests":[{"idsite":"1"}],"send_image":0,"token_auth":"' + TOKEN.encode() + b'"}'
-    )
+    assert body == (b'{"requests":[{"idsite":"1"}],"token_auth":"' + TOKEN.encode() + b'"}')
     assert b"?" not in body  # the token travels in the body, never in a query string
 
 
@@ -77,11 +73,11 @@ def test_cdo_only_when_at_least_one_second_old(age: float, cdo: str | None) -> N
 def test_empty_hit_with_age() -> None:
     body = bulk_body([hit({}, created=NOW - 3)], token_auth=None, now=NOW)
 
-    assert json.loads(body) == {"requests": [{"cdo": "3"}], "send_image": 0}
+    assert json.loads(body) == {"requests": [{"cdo": "3"}]}
 
 
 def test_empty_batch() -> None:
-    assert json.loads(bulk_body([], token_auth=None, now=NOW)) == {"requests": [], "send_image": 0}
+    assert json.loads(bulk_body([], token_auth=None, now=NOW)) == {"requests": []}
 
 
 @pytest.mark.parametrize(
@@ -97,7 +93,7 @@ def test_body_is_valid_utf8_json_whatever_the_values(value: str) -> None:
     )
 
     data = json.loads(body.decode("utf-8"))
-    assert data["send_image"] == 0
+    assert "send_image" not in data
     assert data["token_auth"] == TOKEN
     assert data["requests"][0]["cdo"] == "2"
     assert len(data["requests"][0]) == 5
