@@ -8,10 +8,12 @@ from matomo_asgi.middleware import MatomoMiddleware
 from matomo_asgi.tracker import AsyncTracker
 from matomo_tracking.actions import EcommerceItem
 from matomo_tracking.context import TrackingContext
+from matomo_tracking.delivery import DispatchStats
 
 __all__ = [
     "AsyncTracker",
     "AsyncioDispatcher",
+    "DispatchStats",
     "EcommerceItem",
     "MatomoMiddleware",
     "TrackingContext",

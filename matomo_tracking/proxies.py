@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from matomo_tracking.request import RequestView
 
-__all__ = ["Origin", "TrustedProxies", "anonymize_ip", "parse_ip"]
+__all__ = ["Origin", "TrustedProxies", "anonymize_ip", "host_allowed", "parse_ip", "pin_host"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -223,6 +223,33 @@ class TrustedProxies:
             if not self.trusts(address):
                 break
         return client, index
+
+
+def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether ``host`` (port ignored) matches one of ``allowed`` (lower-case names, or
+    ``*.example.org`` for the domain and its subdomains)."""
+    name = host.lower()
+    if name.startswith("["):
+        name = name.split("]", 1)[0] + "]"
+    else:
+        name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    for pattern in allowed:
+        if pattern.startswith("*."):
+            if name.endswith(pattern[1:]) or name == pattern[2:]:
+                return True
+        elif name == pattern:
+            return True
+    return False
+
+
+def pin_host(origin: Origin, base_url: str | None, allowed_hosts: tuple[str, ...]) -> Origin:
+    """``origin`` with its host pinned: no scheme or host with a ``base_url`` (the URL is made
+    from it), the first allowed host when the request's is not in ``allowed_hosts``."""
+    if base_url is not None:
+        return Origin(origin.client_ip, "", "")
+    if allowed_hosts and not host_allowed(origin.host, allowed_hosts):
+        return Origin(origin.client_ip, origin.scheme, allowed_hosts[0].lstrip("*."))
+    return origin
 
 
 def _server_host(request: RequestView) -> str:

@@ -189,14 +189,14 @@ class BaseTracker:
                 "url is required: pass url=... (the page where this happened) or request=..."
             )
         if isinstance(url, str):
-            url = self._urls.redact_url(url)
+            url = self._urls.redactor.url(url)
         hit["url"] = absolute_url("url", url)
         if "user_agent" in merged:
             hit["ua"] = clean_text(str(merged["user_agent"]), MAX_HEADER_CHARS)
         if "language" in merged:
             hit["lang"] = clean_text(str(merged["language"]), 256)
         if "referrer" in merged:
-            referrer = self._urls.redact_url(clean_text(str(merged["referrer"]), 4096))
+            referrer = self._urls.redactor.url(clean_text(str(merged["referrer"]), 4096))
             hit["urlref"] = truncate_chars(referrer, MAX_REFERRER_CHARS)
         if "ip" in merged and config.token_auth is not None:
             hit["cip"] = str(merged["ip"])

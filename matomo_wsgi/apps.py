@@ -7,6 +7,8 @@ from pathlib import Path
 
 from django.apps import AppConfig
 
+__all__ = ["MatomoConfig"]
+
 
 class MatomoConfig(AppConfig):
     """The ``matomo_wsgi`` Django app (template tags only)."""

@@ -10,6 +10,8 @@ import pytest
 from matomo_tracking.testing.collector import Collector
 from matomo_tracking.testing.server import CollectorServer
 
+__all__ = ["matomo_collector", "matomo_server"]
+
 
 @pytest.fixture
 def matomo_collector() -> Collector:

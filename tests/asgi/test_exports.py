@@ -12,6 +12,7 @@ from tests.servers import ROOT
 PUBLIC = {
     "AsyncTracker",
     "AsyncioDispatcher",
+    "DispatchStats",
     "EcommerceItem",
     "MatomoMiddleware",
     "TrackingContext",
@@ -43,3 +44,13 @@ def test_importing_it_imports_no_django() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_the_same_names_as_matomo_wsgi_but_the_executor_and_tracker() -> None:
+    import matomo_wsgi
+
+    own = {"AsyncTracker", "AsyncioDispatcher"}
+    theirs = {"ThreadDispatcher", "Tracker"}
+    assert set(matomo_asgi.__all__) - own == set(matomo_wsgi.__all__) - theirs
+    for name in ("DispatchStats", "EcommerceItem", "TrackingContext"):  # the core's, shared
+        assert getattr(matomo_asgi, name) is getattr(matomo_wsgi, name), name
