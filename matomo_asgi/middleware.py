@@ -72,7 +72,8 @@ class MatomoMiddleware:
     slow or absent Matomo never delays a response.
 
     Handlers shape the hit through ``request.state.matomo`` (a ``TrackingContext``; see
-    ``get_context``). Route templates (``/items/{item_id}``) are the default action names.
+    ``get_context``). Route templates (``/items/{item_id}``: FastAPI, Starlette, Litestar, Quart,
+    Falcon, Django) are the default action names.
 
     The dispatcher (an ``AsyncioDispatcher`` unless one is passed) starts on lifespan startup
     and is flushed within ``shutdown_timeout`` on lifespan shutdown; without lifespan it

@@ -3,9 +3,15 @@ one route instead of listing every id.
 
 Read after the app ran: FastAPI and Starlette leave the matched route in ``scope["route"]``;
 below a ``Mount`` (whose route knows only its own part) and for routers that set nothing the
-app's routes are walked the way the router walks them; for Django's ASGI handler the URL
-resolver is asked (Django is imported only when the app is a Django handler). None means
-"no template": the hit falls back to the app-relative path.
+app's routes are walked the way the router walks them. Litestar leaves the template (its
+routers' paths included) in ``scope["path_template"]``. Quart and Falcon keep the matched rule
+on their request object only, so their app's own router is asked again with the path (Quart's
+werkzeug ``url_map``, Falcon's router), and Django's URL resolver for Django's ASGI handler.
+No framework is imported: an app is recognised by a class taken from ``sys.modules``, so a
+framework never imported is never looked for (Django's resolver is imported only when the
+app is a Django handler). None means "no template": the hit falls back to the app-relative
+path. A framework object lacking what is read (an unknown or future version) gives the path
+too, logged once at debug level.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from matomo_tracking.routes import RouteUnavailable, falcon_route, find_wrapped, litestar_route
 
 __all__ = ["RouteFinder", "route_template"]
 
@@ -71,18 +79,39 @@ def _resolve(
 class RouteFinder:
     """Finds the route template of a request once the app has handled it."""
 
-    __slots__ = ("_app", "_django", "_failed", "_router", "_searched")
+    __slots__ = (
+        "_app",
+        "_django",
+        "_failed",
+        "_falcon",
+        "_quart",
+        "_router",
+        "_searched",
+        "_unavailable",
+    )
 
     def __init__(self, app: object) -> None:
         self._app = app
         self._router: object | None = None
         self._django = False
+        self._quart: object | None = None
+        self._falcon: object | None = None
         self._searched = False
         self._failed = False
+        self._unavailable = False
 
     def _search(self) -> None:
-        # Follow the ``.app`` chain of wrapping middleware to the object that has the routes.
         self._searched = True
+        for module, name, slot in (
+            ("quart.app", "Quart", "_quart"),
+            ("falcon.app", "App", "_falcon"),
+        ):
+            kind = getattr(sys.modules.get(module), name, None)
+            found = find_wrapped(self._app, kind) if isinstance(kind, type) else None
+            if found is not None:
+                setattr(self, slot, found)
+                return
+        # Follow the ``.app`` chain of wrapping middleware to the object that has the routes.
         handler_type: type | None = None
         django_asgi = sys.modules.get("django.core.handlers.asgi")
         if django_asgi is not None:
@@ -108,6 +137,11 @@ class RouteFinder:
         """
         try:
             return self._find(scope, root_path, app_path)
+        except RouteUnavailable as exc:
+            # An unknown or future framework version: paths from now on, said once.
+            self._unavailable = True
+            logger.debug("matomo: %s; using paths as action names", exc)
+            return None
         except Exception:
             if not self._failed:
                 self._failed = True
@@ -118,6 +152,17 @@ class RouteFinder:
             return None
 
     def _find(self, scope: Mapping[str, Any], root_path: str, app_path: str) -> str | None:
+        if self._unavailable:
+            return None
+        litestar = litestar_route(scope)
+        if litestar is not None:
+            return litestar
+        if not self._searched:
+            self._search()
+        if self._quart is not None:
+            return _quart_route(self._quart, scope, root_path, app_path)
+        if self._falcon is not None:
+            return falcon_route(self._falcon, app_path)
         route = scope.get("route")
         template = route_template(route) if route is not None else None
         root_after = scope.get("root_path") or ""
@@ -126,8 +171,6 @@ class RouteFinder:
         mounted = root_after != root_path
         if template is not None and not mounted:
             return template
-        if not self._searched:
-            self._search()
         if self._router is not None:
             routes = getattr(self._router, "routes", None)
             if isinstance(routes, Sequence) and routes:
@@ -166,3 +209,26 @@ def _django_route(path: str) -> str | None:
     if not route:
         return None
     return route if route.startswith("/") else "/" + route
+
+
+def _quart_route(app: object, scope: Mapping[str, Any], root_path: str, path: str) -> str | None:
+    # Quart matches with its werkzeug url_map bound to the request; bind it the same way.
+    bind = getattr(getattr(app, "url_map", None), "bind", None)
+    if not callable(bind):
+        raise RouteUnavailable("the Quart app has no url_map.bind()")
+    host = "localhost"
+    for name, value in scope.get("headers") or ():
+        if name == b"host":
+            host = value.decode("latin-1").lower()
+            break
+    adapter = bind(host, script_name=root_path or None, url_scheme=scope.get("scheme", "http"))
+    try:
+        rule, _ = adapter.match(path, method=scope.get("method", "GET"), return_rule=True)
+    except Exception as exc:
+        if isinstance(getattr(exc, "code", None), int):
+            return None  # werkzeug's NotFound, MethodNotAllowed, RequestRedirect
+        raise
+    text = getattr(rule, "rule", None)
+    if not isinstance(text, str):
+        raise RouteUnavailable("the Quart url_map matched a rule without .rule")
+    return text if text.startswith("/") else None

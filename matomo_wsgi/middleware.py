@@ -22,7 +22,7 @@ from matomo_tracking.request import request_from_wsgi
 from matomo_wsgi._tracking import Pending, Tracking
 from matomo_wsgi.context import ENVIRON_KEY
 from matomo_wsgi.dispatcher import ThreadDispatcher
-from matomo_wsgi.routes import is_django_handler, resolve_django_route, werkzeug_route
+from matomo_wsgi.routes import PathResolver, path_resolver, werkzeug_route
 
 if TYPE_CHECKING:
     # The standard WSGI types (typeshed's, as Flask and Werkzeug use), for type checkers only.
@@ -47,8 +47,8 @@ class MatomoMiddleware:
     this config, using ``http_client`` if given).
 
     Handlers reach the request's ``TrackingContext`` with ``matomo_wsgi.get_context(request)``
-    (``environ["matomo"]``). Flask's matched rule and Django's resolved route become the
-    action name. Wrapped twice, only the outer middleware tracks.
+    (``environ["matomo"]``). Flask's matched rule, Falcon's ``uri_template`` and Django's
+    resolved route become the action name. Wrapped twice, only the outer middleware tracks.
     """
 
     def __init__(
@@ -78,7 +78,7 @@ class MatomoMiddleware:
         self.config = config
         self.dispatcher = dispatcher
         self._tracking = Tracking(config, dispatcher)
-        self._django = is_django_handler(app)
+        self._resolve = path_resolver(app)
 
     def __repr__(self) -> str:
         return f"MatomoMiddleware(app={self.app!r}, url={self.config.url!r})"
@@ -89,7 +89,7 @@ class MatomoMiddleware:
         pending = self._tracking.begin(environ, lambda: request_from_wsgi(environ))
         if pending is None:
             return self.app(environ, start_response)
-        response = _TrackedResponse(self._tracking, pending, environ, start_response, self._django)
+        response = _TrackedResponse(self._tracking, pending, environ, start_response, self._resolve)
         try:
             result = self.app(environ, response.start_response)
         except BaseException:
@@ -102,10 +102,10 @@ class _TrackedResponse:
     """Observes one response: its ``start_response``, then the body iterable it wraps."""
 
     __slots__ = (
-        "_django",
         "_done",
         "_environ",
         "_iterator",
+        "_resolve",
         "_result",
         "_script_name",
         "_sent",
@@ -127,7 +127,7 @@ class _TrackedResponse:
         pending: Pending,
         environ: WSGIEnvironment,
         start_response: StartResponse,
-        django: bool,
+        resolve: PathResolver | None,
     ) -> None:
         self._tracking = tracking
         self.pending = pending
@@ -135,7 +135,7 @@ class _TrackedResponse:
         self._server_start = start_response
         self._server_write: Callable[[bytes], object] | None = None
         self._script_name = environ.get("SCRIPT_NAME") or ""
-        self._django = django
+        self._resolve = resolve
         self._result: Iterable[bytes] | None = None
         self._iterator: Iterator[bytes] | None = None
         self._sent = False
@@ -306,11 +306,11 @@ class _TrackedResponse:
         if status is None or (self.error and not self._sent):
             # Nothing reached the client: the server answers 500 itself.
             status = 500
-        if pending.route is None and self._django:
+        if pending.route is None and self._resolve is not None:
             try:
-                pending.route = resolve_django_route(pending.view.path)
+                pending.route = self._resolve(pending.view.path)
             except Exception:
-                self._tracking.internal_error("resolving the Django route")
+                self._tracking.internal_error("resolving the route")
         self._tracking.finish(
             pending,
             status=status,

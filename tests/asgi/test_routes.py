@@ -171,3 +171,136 @@ def test_django_asgi_uses_the_resolvers_route() -> None:
         ["/api/users/<int:pk>", "http://shop.test/site/api/users/42"],
         ["/nope", "http://shop.test/site/nope"],
     ]
+
+
+def litestar_app() -> ASGIApp:
+    """Litestar: a handler, a router, a router in a router, a mounted ASGI app."""
+    from litestar import Litestar, Router, asgi, get
+    from litestar.params import FromPath
+
+    @get("/items/{item_id:int}")
+    async def item(item_id: FromPath[int]) -> str:
+        return "item"
+
+    @get("/users/{name:str}")
+    async def user(name: FromPath[str]) -> str:
+        return name
+
+    @asgi("/static", is_mount=True, copy_scope=True)
+    async def static(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"static"})
+
+    api = Router(path="/api", route_handlers=[Router(path="/v1", route_handlers=[user])])
+    return Litestar([item, api, static], logging_config=None)
+
+
+def quart_app() -> ASGIApp:
+    """Quart: a rule, a blueprint, a blueprint in a blueprint; its ``asgi_app`` is wrapped."""
+    from quart import Blueprint, Quart
+
+    app = Quart(__name__)
+
+    @app.get("/items/<int:item_id>")
+    async def item(item_id: int) -> str:
+        return "item"
+
+    shop = Blueprint("shop", __name__, url_prefix="/shop")
+    orders = Blueprint("orders", __name__, url_prefix="/orders")
+
+    @orders.route("/<order_id>", methods=["GET", "POST"])
+    async def order(order_id: str) -> str:
+        return order_id
+
+    shop.register_blueprint(orders)
+    app.register_blueprint(shop)
+    return app
+
+
+class _FalconItem:
+    async def on_get(self, req: Any, resp: Any, item_id: int) -> None:
+        resp.text = "item"
+
+    async def on_get_part(self, req: Any, resp: Any, item_id: int, part: str) -> None:
+        resp.text = part
+
+
+def falcon_asgi_app() -> ASGIApp:
+    """Falcon's ASGI app: two templates of one resource (a suffixed responder)."""
+    import falcon.asgi
+
+    app = falcon.asgi.App()
+    app.add_route("/items/{item_id:int}", _FalconItem())
+    app.add_route("/items/{item_id:int}/parts/{part}", _FalconItem(), suffix="part")
+    return app
+
+
+FRAMEWORKS: dict[str, tuple[Any, list[str], list[str]]] = {
+    "litestar": (
+        litestar_app,
+        ["/items/3", "/api/v1/users/ann", "/static/site.css", "/items/x", "/nope"],
+        ["/items/{item_id}", "/api/v1/users/{name}", "/static/site.css", "/items/x", "/nope"],
+    ),
+    "quart": (
+        quart_app,
+        ["/items/3", "/shop/orders/9", "POST /shop/orders/10", "/items/x", "POST /items/3"],
+        [
+            "/items/<int:item_id>",
+            "/shop/orders/<order_id>",
+            "/shop/orders/<order_id>",
+            "/items/x",  # no rule takes "x"
+            "/items/3",  # a 405: werkzeug matched no rule (as in Flask)
+        ],
+    ),
+    "falcon-asgi": (
+        falcon_asgi_app,
+        ["/items/3", "/items/3/parts/lid", "/items/x", "/nope"],
+        ["/items/{item_id:int}", "/items/{item_id:int}/parts/{part}", "/items/x", "/nope"],
+    ),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("make", "requests", "expected"), FRAMEWORKS.values(), ids=FRAMEWORKS)
+async def test_framework_templates(
+    track: Track, collector: Collector, make: Any, requests: list[str], expected: list[str]
+) -> None:
+    app = make()
+    if hasattr(app, "asgi_app"):  # Quart, wrapped the way its docs wrap middleware
+        app.asgi_app = track(app.asgi_app)
+        async with client(app) as http:
+            for request in requests:
+                method, _, path = request.rpartition(" ")
+                await http.request(method or "GET", path)
+        hits = await delivered(app.asgi_app, collector)
+        assert [hit["action_name"] for hit in hits] == expected
+        return
+    assert await _actions(track, collector, app, *requests) == expected
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("framework", ["litestar", "quart", "falcon-asgi"])
+async def test_a_framework_object_lacking_what_is_read_gives_paths(
+    track: Track, collector: Collector, framework: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An unknown or future version: what the finder reads is gone. Paths, one debug line.
+    app: Any
+    if framework == "litestar":
+        inner = litestar_app()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await inner(scope, receive, send)
+            scope.pop("path_template", None)
+
+    elif framework == "quart":
+        app = quart_app()
+        app.url_map.bind = None  # Quart itself routes through bind_to_request
+    else:
+        app = falcon_asgi_app()
+        app._router = object()
+    caplog.set_level("DEBUG", logger="matomo_asgi.routes")
+    actions = await _actions(track, collector, app, "/items/3", "/items/4")
+    assert actions == ["/items/3", "/items/4"]
+    lines = [r for r in caplog.records if r.name == "matomo_asgi.routes"]
+    assert [r.levelname for r in lines] == ["DEBUG"], [r.getMessage() for r in lines]
+    assert "using paths as action names" in lines[0].getMessage()

@@ -1,5 +1,6 @@
 """Every example under ``examples/`` served by a real server on 127.0.0.1 (uvicorn for ASGI,
-gunicorn for WSGI, the standard library's server for the plain WSGI app run as a script),
+hypercorn for Quart, gunicorn for WSGI, the standard library's server for the plain WSGI app
+run as a script),
 configured from the environment, tracking into a ``CollectorServer``: one request, one page
 view with the URL asked for and the route as action name (plus what the handler adds)."""
 
@@ -33,6 +34,10 @@ def gunicorn(target: str, port: int) -> Command:
     return "gunicorn", [*args, "--graceful-timeout", "10", "--log-level", "warning", target], {}
 
 
+def hypercorn(target: str, port: int) -> Command:
+    return "hypercorn", ["--bind", f"127.0.0.1:{port}", "--graceful-timeout", "10", target], {}
+
+
 def script(target: str, port: int) -> Command:
     return "python", [str(EXAMPLES / target)], {"PORT": str(port)}
 
@@ -63,6 +68,47 @@ CASES = {
         {},
         0,
     ),
+    "litestar": (
+        uvicorn,
+        "examples.litestar_app:app",
+        "/api/items/7?x=1",
+        "/api/items/{item_id}",
+        {},
+        0,
+    ),
+    "quart": (
+        hypercorn,
+        "examples.quart_app:app",
+        "/shop/orders/12",
+        "/shop/orders/<int:order_id>",
+        {},
+        0,
+    ),
+    "falcon-wsgi": (
+        gunicorn,
+        "examples.falcon_app:app",
+        "/things/3",
+        "/things/{thing_id:int}",
+        {},
+        0,
+    ),
+    "falcon-asgi": (
+        uvicorn,
+        "examples.falcon_app:asgi_app",
+        "/things/3",
+        "/things/{thing_id:int}",
+        {},
+        0,
+    ),
+    "django-ninja": (
+        gunicorn,
+        "examples.django_ninja_app:application",
+        "/api/items/5",
+        "/api/items/<item_id>",
+        {},
+        0,
+    ),
+    "drf": (gunicorn, "examples.drf_app:application", "/books/9/", "/books/<str:pk>/", {}, 0),
 }
 
 
