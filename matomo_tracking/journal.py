@@ -1,0 +1,523 @@
+"""The durable journal of admitted hits (``spool=``): one SQLite file that survives a crash of
+the process and that several processes (and an external sender) share safely.
+
+The core's one module with I/O: synchronous ``sqlite3`` only, no threads, no asyncio, and no
+clock reads (every call takes ``now``, Unix seconds; leases compare wall-clock times, so the
+processes sharing a journal must share a machine, which a local filesystem implies).
+
+One table of encoded hits, each with its creation time, its lane (the visitor's key) and its
+claim (the owner holding it and its lease). WAL mode and
+``synchronous=NORMAL``: a commit survives a crash of the process (not a power cut). The file
+is created with mode 0600 (hits hold IP addresses and user ids); ``PRAGMA user_version`` holds
+the schema version, so a newer release reads an older journal. The journal holds hits, never
+the token: ``token_auth`` is added to each bulk body when it is sent.
+
+- ``append`` writes many hits in one transaction, within ``max_bytes`` of encoded hits.
+- ``claim`` takes, for one owner (a process), a batch of the oldest rows whose lanes no other
+  owner holds, leased until ``now + lease``: one owner per lane at a time, so a visitor's
+  hits leave in order whichever process sends them. Rows of a lease that expired unsettled (a
+  dead or stuck process) are claimed again and counted as possible duplicates.
+- ``settle`` deletes rows once Matomo's answer decided them; ``release`` hands rows back, to be
+  claimed again (possibly after a delay); ``renew`` extends the owner's leases.
+
+Errors opening the file raise ``JournalError`` at construction (corrupt, locked, read-only,
+missing directory, a newer schema). Later errors never raise: the call returns what it did
+(nothing), the error is counted and logged at WARNING at most once a minute.
+
+Calls on one ``Journal`` must not overlap (the executor owning it makes them from one thread at
+a time); several ``Journal`` objects, in one process or many, may share a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from matomo_tracking.wire import EncodedHit
+
+__all__ = [
+    "DEFAULT_SPOOL_MAX_BYTES",
+    "SCHEMA_VERSION",
+    "Appended",
+    "Claim",
+    "Journal",
+    "JournalCounts",
+    "JournalError",
+    "StoredHit",
+    "needs_token",
+]
+
+logger = logging.getLogger("matomo_tracking.journal")
+
+#: The journal's schema version, kept in ``PRAGMA user_version``.
+SCHEMA_VERSION = 1
+#: Default bound of a journal: 256 MiB of encoded hits.
+DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024
+# Errors of one kind are logged at WARNING at most this often (seconds), else at DEBUG.
+_WARN_INTERVAL = 60.0
+# The WAL is truncated back to this size after a checkpoint.
+_WAL_LIMIT = 16 * 1024 * 1024
+# Parameters Matomo accepts only with a valid token_auth (matomo-tracking-api.md, 2.6); in the
+# encoded JSON object a key is preceded by "{" or "," (inside a value a quote is escaped).
+_TOKEN_KEYS = tuple(
+    prefix + b'"' + key + b'":'
+    for key in (b"cip", b"country", b"region", b"city", b"lat", b"long")
+    for prefix in (b"{", b",")
+)
+
+_SCHEMA = """
+CREATE TABLE hits (
+    id INTEGER PRIMARY KEY,
+    created REAL NOT NULL,
+    lane INTEGER NOT NULL,
+    token INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    owner INTEGER,
+    lease REAL
+);
+CREATE INDEX hits_lease ON hits (lease) WHERE lease IS NOT NULL;
+CREATE INDEX hits_owner ON hits (owner) WHERE owner IS NOT NULL;
+CREATE TABLE totals (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    last_claim REAL
+);
+INSERT INTO totals VALUES (0, 0, 0, NULL);
+"""
+_TABLES = {"hits", "totals"}
+
+
+def needs_token(data: bytes) -> bool:
+    """Whether an encoded hit carries a parameter that Matomo accepts only with a valid
+    ``token_auth`` (``cip``, ``country``, ``region``, ``city``, ``lat``, ``long``)."""
+    return any(key in data for key in _TOKEN_KEYS)
+
+
+class JournalError(ValueError):
+    """The journal cannot be used (raised at construction only): its message names ``spool``,
+    the path and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHit(EncodedHit):
+    """An encoded hit read from the journal, with its row id (for ``settle``/``release``)."""
+
+    row: int = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A batch claimed from the journal: its hits (oldest first), the lanes it holds and the
+    lease's end. ``possible_duplicates``: hits whose earlier lease expired unsettled (another
+    process may have sent them already)."""
+
+    hits: tuple[StoredHit, ...]
+    lanes: frozenset[int]
+    until: float
+    possible_duplicates: int = 0
+
+    @property
+    def rows(self) -> list[int]:
+        """The row ids of the claimed hits."""
+        return [hit.row for hit in self.hits]
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What ``append`` did: hits ``stored`` (committed), dropped because the journal is
+    ``full`` (``spool_max_bytes``), dropped because it could not be written (``failed``)."""
+
+    stored: int
+    full: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JournalCounts:
+    """The journal's content: ``rows`` and ``bytes`` (encoded hits) stored, rows ``leased``
+    now, and when a batch was last claimed by any process (None: never)."""
+
+    rows: int
+    bytes: int
+    leased: int
+    last_claim: float | None
+
+
+def _ids(rows: Sequence[int]) -> str:
+    # Row ids are ints from the journal itself: formatting them into the statement is safe
+    # and avoids SQLite's limit on the number of bound parameters.
+    return ",".join(str(int(row)) for row in rows)
+
+
+class Journal:
+    """A journal file shared by the processes of one machine (see the module docstring).
+
+    ``path``: the SQLite file, created (mode 0600) if missing; its directory must exist and be
+    writable (SQLite keeps ``PATH-wal`` and ``PATH-shm`` next to it). ``max_bytes``: the most
+    bytes of encoded hits it holds (``spool_max_bytes``). ``busy_timeout``: seconds to wait
+    for another process's transaction before giving up.
+    """
+
+    __slots__ = (
+        "_busy_timeout",
+        "_db",
+        "_failing",
+        "_pid",
+        "_warned",
+        "errors",
+        "last_error",
+        "max_bytes",
+        "path",
+    )
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ValueError(f"spool_max_bytes={max_bytes!r} is invalid: expected a positive int")
+        self.max_bytes = max_bytes
+        self._busy_timeout = busy_timeout
+        self.errors = 0
+        self.last_error: str | None = None
+        self._warned: dict[str, float] = {}
+        self._failing: set[str] = set()
+        self._check_path()
+        self._pid = os.getpid()
+        self._db = self._open()
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _fail(self, problem: str, fix: str) -> JournalError:
+        return JournalError(f"spool={self.path!r} cannot be used: {problem}; {fix}")
+
+    def _check_path(self) -> None:
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise self._fail(
+                f"its directory {directory!r} does not exist", "create it or choose another path"
+            )
+        if os.path.isdir(self.path):
+            raise self._fail("it is a directory", "name a file inside it")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise self._fail(
+                f"its directory {directory!r} is not writable (SQLite keeps the files "
+                "PATH-wal and PATH-shm next to the journal)",
+                "make it writable by this user or choose another path",
+            )
+        try:
+            # Created here with mode 0600 (SQLite would use 0644): hits hold IPs and user ids.
+            # SQLite gives PATH-wal and PATH-shm the mode of the database file.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            if not os.access(self.path, os.R_OK | os.W_OK):
+                raise self._fail(
+                    "the file is not readable and writable by this user",
+                    "fix its owner or mode (0600) or choose another path",
+                ) from None
+        except OSError as exc:
+            raise self._fail(f"it cannot be created ({exc.strerror})", "check the path") from None
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(
+                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise self._fail(f"SQLite cannot open it ({exc})", "check the path") from None
+        try:
+            self._prepare(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise self._explain(exc) from None
+        except JournalError:
+            db.close()
+            raise
+        return db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise self._fail(
+                f"SQLite cannot use WAL mode on it (journal_mode is {mode!r})",
+                "put the journal on a local filesystem",
+            )
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {
+                row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if version == 0 and not tables:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version > SCHEMA_VERSION:
+                raise self._fail(
+                    f"it was written by a newer release (schema {version}, this one reads up to "
+                    f"{SCHEMA_VERSION})",
+                    "upgrade matomo-middleware or give this release another file",
+                )
+            elif version == 0 or not tables >= _TABLES:
+                raise self._fail(
+                    "it is an SQLite database but not a matomo-middleware journal",
+                    "give the journal a file of its own",
+                )
+            db.execute("SELECT rows, bytes FROM totals WHERE id = 0").fetchone()
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _explain(self, exc: sqlite3.Error) -> JournalError:
+        text = str(exc).lower()
+        if "not a database" in text or "malformed" in text or "corrupt" in text:
+            return self._fail(
+                f"the file is corrupt or not an SQLite database ({exc})",
+                "move it away (the hits in it are lost) or choose another path",
+            )
+        if "locked" in text or "busy" in text:
+            return self._fail(
+                f"another process holds a lock on it for more than {self._busy_timeout:g} s "
+                f"({exc})",
+                "stop the process that holds it (an sqlite3 shell, a backup) and try again",
+            )
+        return self._fail(f"SQLite failed ({exc})", "check the file and its filesystem")
+
+    def _conn(self) -> sqlite3.Connection:
+        pid = os.getpid()
+        if pid != self._pid:
+            # A connection must not cross a fork (gunicorn --preload): the child abandons the
+            # parent's (never closing it) and opens its own.
+            self._pid = pid
+            self._db = self._open()
+        return self._db
+
+    # -- errors after construction -----------------------------------------------------------
+
+    def _error(self, what: str, exc: BaseException, now: float) -> None:
+        db = self._db
+        try:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        self.errors += 1
+        message = f"journal {self.path}: {what} failed ({type(exc).__name__}: {exc})"
+        self.last_error = message
+        last = self._warned.get(what)
+        if last is None or now - last >= _WARN_INTERVAL or now < last:
+            self._warned[what] = now
+            logger.warning("matomo: %s", message)
+        else:
+            logger.debug("matomo: %s", message)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def append(self, hits: Iterable[tuple[int, EncodedHit]], now: float) -> Appended:
+        """Store ``(lane, hit)`` pairs in one transaction, in order, as long as they fit in
+        ``max_bytes``; the rest are dropped (``full``). If the journal cannot be written,
+        nothing is stored (``failed``)."""
+        batch = list(hits)
+        if not batch:
+            return Appended(0)
+        try:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            used = db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0]
+            room = self.max_bytes - used
+            rows = []
+            size = 0
+            for lane, hit in batch:
+                data = hit.data
+                if size + len(data) > room:
+                    break
+                size += len(data)
+                rows.append((hit.created, lane, needs_token(data), data))
+            if rows:
+                db.executemany(
+                    "INSERT INTO hits (created, lane, token, data) VALUES (?, ?, ?, ?)", rows
+                )
+                db.execute(
+                    "UPDATE totals SET rows = rows + ?, bytes = bytes + ? WHERE id = 0",
+                    (len(rows), size),
+                )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._error("append", exc, now)
+            return Appended(0, failed=len(batch))
+        return Appended(len(rows), full=len(batch) - len(rows))
+
+    def claim(
+        self,
+        owner: int,
+        now: float,
+        *,
+        lease: float,
+        max_hits: int,
+        max_bytes: int,
+        lanes: Iterable[int] | None = None,
+    ) -> Claim | None:
+        """Claim for ``owner`` the oldest free rows (never claimed, released, or of another
+        owner's expired lease) in lanes no other owner holds, up to ``max_hits`` hits and
+        ``max_bytes`` bytes (a single larger hit goes alone), leased until ``now + lease``;
+        only rows of ``lanes`` if given. None when there is nothing to claim (or on an
+        error). ``owner``: a number that no other process uses (a random 63-bit int)."""
+        wanted = None if lanes is None else frozenset(lanes)
+        try:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            busy = {
+                row[0]
+                for row in db.execute(
+                    "SELECT lane FROM hits WHERE lease > ? AND (owner IS NULL OR owner != ?)",
+                    (now, owner),
+                )
+            }
+            cursor = db.execute(
+                "SELECT id, created, lane, data, owner FROM hits "
+                "WHERE (lease IS NULL OR lease <= ?) AND (owner IS NULL OR owner != ?) "
+                "ORDER BY id",
+                (now, owner),
+            )
+            picked: list[tuple[int, float, int, bytes, int | None]] = []
+            size = 0
+            for row in cursor:
+                lane = row[2]
+                if lane in busy or (wanted is not None and lane not in wanted):
+                    continue
+                if picked and size + len(row[3]) + 1 > max_bytes:
+                    break
+                picked.append(row)
+                size += len(row[3]) + 1
+                if len(picked) >= max_hits:
+                    break
+            cursor.close()
+            if not picked:
+                db.execute("COMMIT")
+                return None
+            until = now + lease
+            ids = _ids([r[0] for r in picked])
+            db.execute(
+                f"UPDATE hits SET owner = ?, lease = ? WHERE id IN ({ids})",  # noqa: S608
+                (owner, until),
+            )
+            db.execute("UPDATE totals SET last_claim = ? WHERE id = 0", (now,))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._error("claim", exc, now)
+            return None
+        # Hits committed by several processes interleave by commit: within a batch they go
+        # by creation time (a request's hits share theirs and keep their order).
+        picked.sort(key=lambda r: r[1])
+        return Claim(
+            hits=tuple(StoredHit(r[3], r[1], row=r[0]) for r in picked),
+            lanes=frozenset(r[2] for r in picked),
+            until=until,
+            possible_duplicates=sum(1 for r in picked if r[4] is not None),
+        )
+
+    def settle(self, owner: int, rows: Sequence[int], now: float) -> int:
+        """Delete the ``rows`` that Matomo's answer decided, those ``owner`` still holds;
+        returns how many were deleted."""
+        if not rows:
+            return 0
+        where = f"id IN ({_ids(rows)}) AND owner = ?"
+        try:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            count, size = db.execute(
+                f"SELECT count(*), coalesce(sum(length(data)), 0) FROM hits WHERE {where}",  # noqa: S608
+                (owner,),
+            ).fetchone()
+            if count:
+                db.execute(f"DELETE FROM hits WHERE {where}", (owner,))  # noqa: S608
+                db.execute(
+                    "UPDATE totals SET rows = rows - ?, bytes = bytes - ? WHERE id = 0",
+                    (count, size),
+                )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._error("settle", exc, now)
+            return 0
+        return int(count)
+
+    def release(
+        self, owner: int, rows: Sequence[int], now: float, *, retry_at: float | None = None
+    ) -> int:
+        """Hand back the ``rows`` ``owner`` holds, to be claimed again (by any process) from
+        ``retry_at`` on (at once if None); they keep their place in their lane. Returns how
+        many rows were handed back."""
+        if not rows:
+            return 0
+        try:
+            db = self._conn()
+            cursor = db.execute(
+                f"UPDATE hits SET owner = NULL, lease = ? WHERE id IN ({_ids(rows)}) AND owner = ?",  # noqa: S608
+                (retry_at, owner),
+            )
+        except sqlite3.Error as exc:
+            self._error("release", exc, now)
+            return 0
+        return cursor.rowcount
+
+    def renew(self, owner: int, now: float, *, lease: float) -> int:
+        """Extend the lease of every row ``owner`` holds to ``now + lease``; returns how many
+        (a row whose lease expired and that another owner claimed is no longer held)."""
+        try:
+            db = self._conn()
+            cursor = db.execute("UPDATE hits SET lease = ? WHERE owner = ?", (now + lease, owner))
+        except sqlite3.Error as exc:
+            self._error("renew", exc, now)
+            return 0
+        return cursor.rowcount
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def counts(self, now: float) -> JournalCounts | None:
+        """Rows and bytes stored, rows leased at ``now``, the last claim's time; None on an
+        error."""
+        try:
+            db = self._conn()
+            rows, size, last_claim = db.execute(
+                "SELECT rows, bytes, last_claim FROM totals WHERE id = 0"
+            ).fetchone()
+            leased = db.execute("SELECT count(*) FROM hits WHERE lease > ?", (now,)).fetchone()[0]
+        except sqlite3.Error as exc:
+            self._error("counts", exc, now)
+            return None
+        return JournalCounts(int(rows), int(size), int(leased), last_claim)
+
+    def needing_token(self, now: float, *, max_age: float) -> int:
+        """Rows Matomo accepts only with a valid ``token_auth``: hits carrying ``cip`` (or a
+        location), and hits at least ``max_age`` seconds old at ``now``; -1 on an error."""
+        try:
+            db = self._conn()
+            found = db.execute(
+                "SELECT count(*) FROM hits WHERE token != 0 OR created <= ?", (now - max_age,)
+            ).fetchone()[0]
+        except sqlite3.Error as exc:
+            self._error("count", exc, now)
+            return -1
+        return int(found)
+
+    def close(self) -> None:
+        """Close the connection (committed rows stay in the file for the next process)."""
+        if os.getpid() == self._pid:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"Journal({self.path!r}, max_bytes={self.max_bytes})"
