@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -29,6 +30,7 @@ __all__ = [
     "cart_update_params",
     "content_impression_params",
     "content_interaction_params",
+    "custom_parameter",
     "custom_variables_json",
     "download_params",
     "event_params",
@@ -41,32 +43,39 @@ __all__ = [
     "site_search_params",
 ]
 
-Number = int | float | Decimal
+#: An amount or value: given as a number or as decimal text, sent exactly as given.
+Number = int | float | Decimal | str
 Category = str | Sequence[str]
 
 
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def number_text(name: str, value: object, *, minimum: float | None = 0.0) -> str:
-    """A finite number as Matomo's plain decimal text (no exponent), rounded to 2 places."""
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+    """A finite number (int, float, ``Decimal`` or decimal text) as plain decimal text, exactly
+    as given: no exponent, no rounding (Matomo rounds amounts itself, the PHP way)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
         raise ValueError(f"{name}={value!r} is invalid: expected a number")
-    as_float = float(value)
-    if not math.isfinite(as_float):
-        raise ValueError(f"{name}={value!r} is invalid: expected a finite number")
-    if minimum is not None and as_float < minimum:
-        raise ValueError(f"{name}={value!r} is invalid: expected a number >= {minimum:g}")
-    text = f"{round(as_float, 2):.2f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def _float_text(name: str, value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        raise ValueError(f"{name}={value!r} is invalid: expected a number")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"{name}={value!r} is invalid: expected a finite number")
     if isinstance(value, int):
-        return str(value)
-    text = format(Decimal(str(value)), "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
+        exact = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{name}={value!r} is invalid: expected a finite number")
+        exact = Decimal(repr(value))  # the shortest text that reads back as this float
+    elif isinstance(value, str):
+        if _DECIMAL_TEXT.fullmatch(value.strip()) is None:
+            raise ValueError(f"{name}={value!r} is invalid: expected a number")
+        exact = Decimal(value.strip())
+    else:
+        exact = value
+    if not exact.is_finite():
+        raise ValueError(f"{name}={value!r} is invalid: expected a finite number")
+    if minimum is not None and exact < Decimal(repr(minimum)):
+        raise ValueError(f"{name}={value!r} is invalid: expected a number >= {minimum:g}")
+    text = format(exact, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def _required(name: str, value: object, limit: int = MAX_EVENT_CHARS) -> str:
@@ -104,7 +113,7 @@ def event_params(
     params = {"e_c": _required("category", category), "e_a": _required("action", action), "ca": "1"}
     _optional(params, "e_n", "name", name)
     if value is not None:
-        params["e_v"] = _float_text("value", value)
+        params["e_v"] = number_text("value", value, minimum=None)
     return params
 
 
@@ -168,24 +177,22 @@ class EcommerceItem:
         if isinstance(q, bool) or not isinstance(q, int) or q < 1:
             raise ValueError(f"quantity={q!r} is invalid: expected an int >= 1")
 
-    def as_list(self) -> list[object]:
-        """The item as Matomo's ``[sku, name, category, price, quantity]``."""
+    def as_json(self) -> str:
+        """The item as Matomo's JSON ``[sku, name, category, price, quantity]``, the price
+        written exactly as given (never through a binary float)."""
         category: object = ""
         if isinstance(self.category, str):
             category = self.category
         elif self.category is not None:
             category = list(self.category)
-        return [
-            self.sku.strip(),
-            self.name,
-            category,
-            float(number_text("price", self.price)),
-            self.quantity,
-        ]
+        head = json.dumps(
+            [self.sku.strip(), self.name, category], ensure_ascii=False, separators=(",", ":")
+        )
+        return f"{head[:-1]},{number_text('price', self.price)},{self.quantity}]"
 
 
 def _items(items: Iterable[EcommerceItem | Mapping[str, object]]) -> str:
-    rows: list[list[object]] = []
+    rows: list[str] = []
     for item in items:
         if isinstance(item, Mapping):
             fields = dict(item)
@@ -195,8 +202,8 @@ def _items(items: Iterable[EcommerceItem | Mapping[str, object]]) -> str:
                 raise ValueError(f"items: {fields!r} is invalid: {exc}") from None
         if not isinstance(item, EcommerceItem):
             raise ValueError(f"items: {item!r} is invalid: expected an EcommerceItem or a mapping")
-        rows.append(item.as_list())
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+        rows.append(item.as_json())
+    return "[" + ",".join(rows) + "]"
 
 
 def order_params(
@@ -264,8 +271,9 @@ def product_view_params(
 def content_impression_params(
     name: str, piece: str | None = None, target: str | None = None
 ) -> dict[str, str]:
-    """A content impression: ``c_n``, ``ca=1``, optional ``c_p`` and ``c_t``."""
-    params = {"c_n": _required("name", name), "ca": "1"}
+    """A content impression: ``c_n``, ``ca=1``, ``c_p`` (``Unknown`` without a piece, as the
+    JavaScript and PHP trackers send), optional ``c_t``."""
+    params = {"c_n": _required("name", name), "ca": "1", "c_p": "Unknown"}
     _optional(params, "c_p", "piece", piece)
     _optional(params, "c_t", "target", target)
     return params
@@ -274,7 +282,8 @@ def content_impression_params(
 def content_interaction_params(
     interaction: str, name: str, piece: str | None = None, target: str | None = None
 ) -> dict[str, str]:
-    """A content interaction: ``c_i``, ``c_n``, ``ca=1``, optional ``c_p`` and ``c_t``."""
+    """A content interaction: ``c_i``, ``c_n``, ``ca=1``, ``c_p`` (``Unknown`` without a
+    piece), optional ``c_t``."""
     params = {"c_i": _required("interaction", interaction)}
     params.update(content_impression_params(name, piece, target))
     return params
@@ -313,3 +322,113 @@ def custom_variables_json(variables: Mapping[int, tuple[str, str]], max_slots: i
             clean_text(str(value), MAX_CUSTOM_VARIABLE_CHARS),
         ]
     return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
+# Parameters matomo-middleware sets itself, with the way to set each: a custom tracking
+# parameter of that name is refused (it would fight with ours). Everything else goes through.
+_OWN_PARAMETERS: dict[str, str] = {
+    "token_auth": "the token_auth setting (sent in the request body, never in a hit)",
+    "send_image": "nothing: bulk requests must not carry it (Matomo would not confirm the hits)",
+    "idsite": "the site_id setting",
+    "rec": "nothing: every hit carries rec=1",
+    "apiv": "nothing: every hit carries apiv=1",
+    "rand": "nothing: every hit carries its own rand",
+    "url": "url= (trackers) or TrackingContext.url",
+    "action_name": "track_page_view(action_name) or TrackingContext.set_action_name()",
+    "ua": "user_agent= (trackers; the middleware sends the request's User-Agent)",
+    "lang": "language= (trackers; the middleware sends the request's Accept-Language)",
+    "urlref": "referrer= (trackers) or TrackingContext.referrer",
+    "uadata": "client_hints= (trackers; the middleware sends the request's client hints)",
+    "cip": "ip= (trackers; the middleware sends the client address)",
+    "_id": "visitor_id= (trackers) or TrackingContext.set_visitor_id()",
+    "cid": "visitor_id= (trackers) or TrackingContext.set_visitor_id()",
+    "uid": "user_id= (trackers) or TrackingContext.set_user_id()",
+    "pv_id": "page_view_id= (trackers; hits are linked to their page view already)",
+    "cdt": "timestamp= (trackers; hits carry cdo when they are sent)",
+    "cdo": "timestamp= (trackers; hits carry cdo when they are sent)",
+    "new_visit": "new_visit= (trackers)",
+    "bots": "the bots setting",
+    "cvar": "page_variables= (trackers) or TrackingContext.set_custom_variable()",
+    "_cvar": "visit_variables= (trackers) or TrackingContext.set_custom_variable()",
+    "country": "country= (trackers)",
+    "region": "region= (trackers)",
+    "city": "city= (trackers)",
+    "lat": "latitude= (trackers)",
+    "long": "longitude= (trackers)",
+    "h": "local_time= (trackers)",
+    "m": "local_time= (trackers)",
+    "s": "local_time= (trackers)",
+    "res": "resolution= (trackers)",
+    "cs": "charset= (trackers)",
+    "_rcn": "attribution= (trackers)",
+    "_rck": "attribution= (trackers)",
+    "_refts": "attribution= (trackers)",
+    "_ref": "attribution= (trackers)",
+    "ca": "the track_* method of that kind of hit (it sets ca=1)",
+    "e_c": "track_event()",
+    "e_a": "track_event()",
+    "e_n": "track_event()",
+    "e_v": "track_event()",
+    "search": "track_site_search()",
+    "search_cat": "track_site_search()",
+    "search_count": "track_site_search()",
+    "idgoal": "track_goal() or track_ecommerce_order()",
+    "revenue": "track_goal() or track_ecommerce_order()",
+    "ec_id": "track_ecommerce_order()",
+    "ec_st": "track_ecommerce_order(subtotal=)",
+    "ec_tx": "track_ecommerce_order(tax=)",
+    "ec_sh": "track_ecommerce_order(shipping=)",
+    "ec_dt": "track_ecommerce_order(discount=)",
+    "ec_items": "items= of track_ecommerce_order() or track_ecommerce_cart_update()",
+    "_pks": "track_product_view()",
+    "_pkn": "track_product_view()",
+    "_pkc": "track_product_view()",
+    "_pkp": "track_product_view()",
+    "c_n": "track_content_impression() or track_content_interaction()",
+    "c_p": "track_content_impression() or track_content_interaction()",
+    "c_t": "track_content_impression() or track_content_interaction()",
+    "c_i": "track_content_interaction()",
+    "link": "track_link()",
+    "download": "track_download()",
+    "ping": "ping()",
+    "cra": "track_crash()",
+    "cra_tp": "track_crash()",
+    "cra_ct": "track_crash()",
+    "cra_st": "track_crash()",
+    "cra_ru": "track_crash()",
+    "cra_rl": "track_crash()",
+    "cra_rc": "track_crash()",
+    "recMode": "track_bot_request() or the bots setting",
+    "http_status": "track_bot_request() or the bots setting",
+    "bw_bytes": "track_bot_request() or the bots setting",
+    "source": "track_bot_request(source=) or the bot_source setting",
+}
+_OWN_PREFIXES = (
+    ("dimension", "dimensions= (trackers) or TrackingContext.set_dimension()"),
+    ("pf_", "performance= (trackers; the middleware measures pf_srv)"),
+)
+
+
+def custom_parameter(name: object, value: object) -> str:
+    """Check a custom tracking parameter (PHP: ``setCustomTrackingParameter``) and return its
+    value as sent: text as given, numbers as plain decimal text, bools as ``1``/``0``.
+
+    Any name is accepted except ``token_auth``, ``send_image`` and the parameters
+    matomo-middleware sets itself; refusing those names the way to set them."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValueError(f"custom parameter name {name!r} is invalid: expected a non-blank name")
+    hint = _OWN_PARAMETERS.get(name)
+    if hint is None:
+        for prefix, prefix_hint in _OWN_PREFIXES:
+            rest = name[len(prefix) :]
+            if name.startswith(prefix) and (prefix == "pf_" or (rest.isascii() and rest.isdigit())):
+                hint = prefix_hint
+    if hint is not None:
+        raise ValueError(f"custom parameter {name!r} is set by matomo-middleware: use {hint}")
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float | Decimal):
+        return number_text(name, value, minimum=None)
+    raise ValueError(f"custom parameter {name}={value!r} is invalid: expected a string or number")

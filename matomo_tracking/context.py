@@ -24,6 +24,7 @@ class TrackingContext:
     """
 
     __slots__ = (
+        "_custom",
         "_extra",
         "_page",
         "_skipped",
@@ -50,6 +51,7 @@ class TrackingContext:
         self.max_custom_variables = max_custom_variables
         self._page: dict[str, str] = {}
         self._extra: list[dict[str, str]] = []
+        self._custom: dict[str, str] = {}
         self._skipped = False
 
     def __repr__(self) -> str:
@@ -109,6 +111,22 @@ class TrackingContext:
             self.visit_variables[slot] = (name, value)
         else:
             raise ValueError(f"scope={scope!r} is invalid: expected 'page' or 'visit'")
+
+    def set_custom_tracking_parameter(self, name: str, value: object) -> None:
+        """Send parameter ``name`` with every hit of this request (None removes it): for Matomo
+        plugins and parameters without a method here (PHP: ``setCustomTrackingParameter``).
+        Refused, naming the right method: ``token_auth``, ``send_image`` and the parameters
+        matomo-middleware sets itself."""
+        if value is None:
+            actions.custom_parameter(name, "")
+            self._custom.pop(name, None)
+        else:
+            self._custom[name] = actions.custom_parameter(name, value)
+
+    @property
+    def custom_parameters(self) -> Mapping[str, str]:
+        """The custom tracking parameters every hit of this request carries."""
+        return self._custom
 
     def track_product_view(
         self,

@@ -224,6 +224,7 @@ class HitBuilder:
             if context.visit_variables:
                 params["_cvar"] = custom_variables_json(context.visit_variables, limit)
             params.update(context.page_params)
+            params.update(context.custom_parameters)
         if config.bots == "visits":
             params["bots"] = "1"
         elif config.bots == "bot-reports":
@@ -237,8 +238,11 @@ class HitBuilder:
         if context is not None and context.extra_hits:
             shared = {k: params[k] for k in _SHARED_KEYS if k in params}
             shared["rand"] = params["rand"]
+            custom = context.custom_parameters
             for extra in context.extra_hits:
                 hit = dict(shared)
                 hit.update(extra)
+                if custom:
+                    hit.update(custom)
                 hits.append(Hit(hit, now))
         return hits

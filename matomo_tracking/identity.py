@@ -70,27 +70,10 @@ class Identity:
         config = self._config
         if client_ip is not None and config.anonymize_ip:
             client_ip = anonymize_ip(client_ip, config.anonymize_ip)
-        cookie = request.headers.get("cookie", "")
-        pk_id = pk_visitor_id(cookie, site) if cookie else None
+        if config.token_auth is not None and client_ip is not None:
+            params["cip"] = client_ip
         forced = context.visitor_id if context is not None else None
-        if config.token_auth is not None:
-            if client_ip is not None:
-                params["cip"] = client_ip
-            if forced is not None:
-                params["cid"] = forced
-            elif pk_id is not None:
-                params["_id"] = pk_id
-        else:
-            # Without cip every visitor shares the server's IP; a per-visitor id keeps
-            # visits apart. A JavaScript visitor id keeps server and browser hits together.
-            if pk_id is not None:
-                params["_id"] = pk_id
-            if forced is not None:
-                params["cid"] = forced
-            elif pk_id is not None:
-                params["cid"] = pk_id
-            elif client_ip is not None:
-                params["cid"] = self._salted_visitor_id(client_ip, ua, site, self._today(now))
+        self.visitor_ids(params, request, client_ip, site, ua, now, forced=forced)
         user_id = context.user_id if context is not None else None
         if user_id is None and config.user_id is not None:
             hooked = self._hooks.call("user_id", config.user_id, request)
@@ -98,6 +81,40 @@ class Identity:
         user_id = clean_text(user_id, MAX_USER_ID_CHARS) if user_id else None
         if user_id:  # a blank id would read as "no user" to Matomo anyway
             params["uid"] = user_id
+
+    def visitor_ids(
+        self,
+        params: dict[str, str],
+        request: RequestView,
+        client_ip: str | None,
+        site: int,
+        ua: str,
+        now: float,
+        *,
+        forced: str | None = None,
+    ) -> None:
+        """Add the visitor id parameters (``_id``/``cid``) of ``request``'s hits to ``params``:
+        a ``forced`` id, the JavaScript tracker's ``_pk_id`` cookie or (without a token, so
+        without ``cip``) the keyed id of ``client_ip`` (already anonymised; None: no keyed id)
+        and ``ua`` (the cleaned User-Agent header)."""
+        cookie = request.headers.get("cookie", "")
+        pk_id = pk_visitor_id(cookie, site) if cookie else None
+        if self._config.token_auth is not None:
+            if forced is not None:
+                params["cid"] = forced
+            elif pk_id is not None:
+                params["_id"] = pk_id
+            return
+        # Without cip every visitor shares the server's IP; a per-visitor id keeps visits
+        # apart. A JavaScript visitor id keeps server and browser hits together.
+        if pk_id is not None:
+            params["_id"] = pk_id
+        if forced is not None:
+            params["cid"] = forced
+        elif pk_id is not None:
+            params["cid"] = pk_id
+        elif client_ip is not None:
+            params["cid"] = self._salted_visitor_id(client_ip, ua, site, self._today(now))
 
     def _today(self, now: float) -> str:
         day = int(now // 86400)

@@ -5,6 +5,7 @@ copied from a real request, and one method per kind of hit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypedDict
@@ -15,8 +16,10 @@ from matomo_tracking.actions import (
     EcommerceItem,
     Number,
     absolute_url,
+    custom_parameter,
     custom_variables_json,
 )
+from matomo_tracking.client_hints import ClientHints
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery import DispatchStats
 from matomo_tracking.dispatcher import Dispatcher
@@ -31,11 +34,13 @@ from matomo_tracking.fields import (
     truncate_chars,
 )
 from matomo_tracking.hits import Hit, HitBuilder, RandomSource, new_page_view_id
+from matomo_tracking.hooks import Hooks
+from matomo_tracking.identity import Identity
 from matomo_tracking.proxies import anonymize_ip, parse_ip
 from matomo_tracking.request import RequestView, request_from_asgi, request_from_wsgi
 from matomo_tracking.visitor import valid_visitor_id
 
-__all__ = ["BaseTracker", "TrackingVariables", "request_view_of"]
+__all__ = ["SCRIPT_USER_AGENT", "BaseTracker", "TrackingVariables", "request_view_of"]
 
 Items = Iterable[EcommerceItem | Mapping[str, object]]
 
@@ -68,6 +73,20 @@ class TrackingVariables(TypedDict, total=False):
     charset: str
     attribution: tuple[str, str, int, str]
     page_view_id: str
+    parameters: Mapping[str, object]
+
+
+#: The ``ua`` of a tracker hit given no user agent (no ``user_agent=``, no ``request=`` with
+#: one): Matomo then records an unknown browser on an unknown device, and counts the visit,
+#: instead of taking the HTTP client's own ``python-httpx/...`` (a "library", which
+#: TrackingSpamPrevention can exclude). It names no bot word (bot, crawl, spider, checker...)
+#: and no URL, so Matomo's bot detection (DeviceDetector) does not exclude it.
+SCRIPT_USER_AGENT = "matomo-middleware (server-side tracker)"
+# Page views remembered per visitor for linking later hits (pv_id): the oldest is forgotten
+# first beyond this many visitors.
+_PAGE_VIEWS_REMEMBERED = 10_000
+# What tells one visitor's hits from another's (Matomo's visitor id comes from these).
+_VISITOR_KEYS = ("uid", "cid", "_id", "cip", "ua")
 
 
 _VARIABLES = frozenset(TrackingVariables.__annotations__)
@@ -108,9 +127,17 @@ class BaseTracker:
     """Builds hits for the standalone trackers; subclasses deliver them (``_submit``).
 
     Tracking variables (``url``, ``user_agent``, ``language``, ``referrer``, ``ip``, ``user_id``,
-    ``visitor_id``, ``dimensions``, custom variables, ``new_visit``, ``timestamp``, and
-    ``request`` to copy the user agent, language, referrer and IP of a real request) may be
-    given per call or set once with ``set()``.
+    ``visitor_id``, ``dimensions``, custom variables, ``new_visit``, ``timestamp``,
+    ``parameters`` (custom tracking parameters), and ``request`` to copy what the middleware
+    would send for a real request: URL, user agent, language, referrer, IP, client hints and
+    visitor id) may be given per call or set once with ``set()``.
+
+    Each visitor's last page view is remembered (``track_page_view`` returns its id) and its
+    ``pv_id`` sent with that visitor's later hits, as Matomo's PHP client does.
+
+    ``salt`` keys the visitor ids of cloned requests without a token, as the middleware's
+    ``visitor_salt`` does (the configured ``visitor_salt`` wins); without either, no such id is
+    sent.
     """
 
     def __init__(
@@ -120,17 +147,25 @@ class BaseTracker:
         clock: Callable[[], float],
         rng: RandomSource,
         dispatcher: Dispatcher | None = None,
+        salt: bytes | None = None,
     ) -> None:
         self.config = config
         self._dispatcher = dispatcher
         self._clock = clock
         self._rng = rng
-        # The middleware's rules for URLs made from a request (trusted proxies, host pinning,
-        # redaction); its salt is never used here.
+        # The middleware's rules for what is sent for a request (trusted proxies, host
+        # pinning, redaction, client hints, visitor ids): cloning a request gives its hits.
+        if config.visitor_salt is not None:
+            salt = config.visitor_salt.encode("utf-8")
+        self._salted = salt is not None
         self._urls = HitBuilder(config, salt=b"")
+        self._identity = Identity(config, salt or b"", Hooks())
+        self._hints = ClientHints()
         self._defaults: dict[str, Any] = {}
+        self._page_views: dict[tuple[str, ...], str] = {}
         if not isinstance(config.site_id, int):
             raise ValueError("site_id: a standalone tracker needs a fixed positive int site id")
+        self._site = config.site_id
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.config.url!r}, site_id={self.config.site_id!r})"
@@ -151,17 +186,40 @@ class BaseTracker:
                 raise ValueError(
                     f"{key} is not a tracking variable; accepted: {', '.join(sorted(_VARIABLES))}"
                 )
+            if key == "parameters" and value is not None:
+                value = _custom_parameters(value)
             if value is None:
                 self._defaults.pop(key, None)
             else:
                 self._defaults[key] = value
 
-    def build(self, params: Mapping[str, str], variables: Mapping[str, Any]) -> Hit:
-        """The hit for action ``params`` with the tracker's and the call's variables."""
+    def set_custom_tracking_parameter(self, name: str, value: object) -> None:
+        """Send parameter ``name`` with every later hit (None stops it), for Matomo plugins and
+        parameters without a method here (PHP: ``setCustomTrackingParameter``). Refused, naming
+        the right method: ``token_auth``, ``send_image`` and the parameters set here."""
+        parameters = dict(self._defaults.get("parameters", {}))
+        if value is None:
+            custom_parameter(name, "")  # the same check, so a typo is not silently ignored
+            parameters.pop(name, None)
+        else:
+            parameters[name] = custom_parameter(name, value)
+        self.set(parameters=parameters or None)
+
+    def build(
+        self, params: Mapping[str, str], variables: Mapping[str, Any], *, page_view: bool = False
+    ) -> Hit:
+        """The hit for action ``params`` with the tracker's and the call's variables: a page
+        view gets a new ``pv_id`` (unless ``page_view_id`` is given), any other hit the
+        ``pv_id`` of its visitor's last page view."""
         unknown = set(variables) - _VARIABLES
         if unknown:
             raise ValueError(f"unknown tracking variable(s): {', '.join(sorted(unknown))}")
         merged = {**self._defaults, **{k: v for k, v in variables.items() if v is not None}}
+        if variables.get("parameters") is not None:
+            merged["parameters"] = {
+                **self._defaults.get("parameters", {}),
+                **_custom_parameters(variables["parameters"]),
+            }
         config = self.config
         hit: dict[str, str] = {
             "idsite": str(config.site_id),
@@ -170,6 +228,7 @@ class BaseTracker:
             "rand": str(self._rng.getrandbits(31)),
         }
         request = merged.get("request")
+        view: RequestView | None = None
         if request is not None:
             view = request_view_of(request)
             origin = self._urls.origin(view)
@@ -183,6 +242,10 @@ class BaseTracker:
                     merged.setdefault(key, view.header(header))
             if origin.client_ip is not None:
                 merged.setdefault("ip", origin.client_ip)
+            if "client_hints" not in merged:
+                uadata = self._hints.uadata(view.headers)
+                if uadata:
+                    hit["uadata"] = uadata
         url = merged.get("url")
         if url is None:
             raise ValueError(
@@ -191,8 +254,9 @@ class BaseTracker:
         if isinstance(url, str):
             url = self._urls.redactor.url(url)
         hit["url"] = absolute_url("url", url)
-        if "user_agent" in merged:
-            hit["ua"] = clean_text(str(merged["user_agent"]), MAX_HEADER_CHARS)
+        hit["ua"] = clean_text(str(merged.get("user_agent", "")), MAX_HEADER_CHARS)
+        if not hit["ua"]:
+            hit["ua"] = SCRIPT_USER_AGENT
         if "language" in merged:
             hit["lang"] = clean_text(str(merged["language"]), 256)
         if "referrer" in merged:
@@ -205,11 +269,28 @@ class BaseTracker:
                 if address is None:
                     raise ValueError(f"ip={merged['ip']!r} is invalid: expected an IP address")
                 hit["cip"] = anonymize_ip(str(address), config.anonymize_ip)
+        forced = None
         if "visitor_id" in merged:
-            visitor = str(merged["visitor_id"])
-            if not valid_visitor_id(visitor):
-                raise ValueError(f"visitor_id={visitor!r} is invalid: expected 16 hex characters")
-            hit["cid"] = visitor.lower()
+            forced = str(merged["visitor_id"])
+            if not valid_visitor_id(forced):
+                raise ValueError(f"visitor_id={forced!r} is invalid: expected 16 hex characters")
+            forced = forced.lower()
+        if view is not None:
+            # The visitor ids the middleware's hits for this request carry.
+            client_ip = self._urls.origin(view).client_ip
+            if client_ip is not None and config.anonymize_ip:
+                client_ip = anonymize_ip(client_ip, config.anonymize_ip)
+            self._identity.visitor_ids(
+                hit,
+                view,
+                client_ip if self._salted else None,
+                self._site,
+                clean_text(view.header("user-agent") or "", MAX_HEADER_CHARS),
+                self._clock(),
+                forced=forced,
+            )
+        elif forced is not None:
+            hit["cid"] = forced
         if "user_id" in merged:
             hit["uid"] = clean_text(str(merged["user_id"]), MAX_USER_ID_CHARS)
         for dim, value in {**config.dimensions, **merged.get("dimensions", {})}.items():
@@ -230,9 +311,27 @@ class BaseTracker:
             hit["bots"] = "1"
         self._advanced(hit, merged)
         hit.update(params)
+        if page_view:
+            if "pv_id" not in hit:
+                hit["pv_id"] = new_page_view_id(self._rng)
+        elif "pv_id" not in hit and self._page_views:
+            last = self._page_views.get(_visitor_key(hit))
+            if last is not None:
+                hit["pv_id"] = last
+        hit.update(merged.get("parameters", {}))
         created = merged.get("timestamp")
         now = self._clock()
         return Hit(hit, float(created) if created is not None else now)
+
+    def _remember_page_view(self, hit: Hit) -> None:
+        key = _visitor_key(hit.params)
+        pages = self._page_views
+        # Plain dict steps, each atomic under the GIL: trackers are shared between threads.
+        pages.pop(key, None)
+        if len(pages) >= _PAGE_VIEWS_REMEMBERED:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del pages[next(iter(pages))]  # unless another thread got there first
+        pages[key] = hit.params["pv_id"]
 
     def _advanced(self, hit: dict[str, str], merged: Mapping[str, Any]) -> None:
         config = self.config
@@ -289,17 +388,23 @@ class BaseTracker:
         *,
         product: Mapping[str, Any] | None = None,
         **variables: Any,
-    ) -> bool:
+    ) -> str | None:
         """A page view (``action_name`` is the title); ``product`` adds product-view fields
-        (keys ``sku``, ``name``, ``category``, ``price``). Returns False if the hit was dropped."""
-        params = {"pv_id": new_page_view_id(self._rng)}
+        (keys ``sku``, ``name``, ``category``, ``price``). Returns the page view's id
+        (``pv_id``: ``page_view_id`` if given, else a new one), which this visitor's later hits
+        carry, or None if the hit was dropped."""
+        params: dict[str, str] = {}
         if action_name is not None:
             params["action_name"] = truncate_bytes(
                 clean_text(action_name, 4096), MAX_ACTION_NAME_BYTES
             )
         if product:
             params.update(actions.product_view_params(**product))
-        return self._track(params, variables)
+        hit = self.build(params, variables, page_view=True)
+        if not self._submit(hit):
+            return None
+        self._remember_page_view(hit)
+        return hit.params["pv_id"]
 
     def track_event(
         self,
@@ -361,8 +466,8 @@ class BaseTracker:
         price: Number | None = None,
         action_name: str | None = None,
         **variables: Any,
-    ) -> bool:
-        """A page view of a product (or category) page."""
+    ) -> str | None:
+        """A page view of a product (or category) page (returns as ``track_page_view``)."""
         product = {"sku": sku, "name": name, "category": category, "price": price}
         return self.track_page_view(action_name, product=product, **variables)
 
@@ -442,3 +547,13 @@ class BaseTracker:
         if src:
             params["source"] = src[:50]
         return self._track(params, variables)
+
+
+def _visitor_key(params: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(params.get(key, "") for key in _VISITOR_KEYS)
+
+
+def _custom_parameters(parameters: object) -> dict[str, str]:
+    if not isinstance(parameters, Mapping):
+        raise ValueError(f"parameters={parameters!r} is invalid: expected a mapping")
+    return {name: custom_parameter(name, value) for name, value in parameters.items()}

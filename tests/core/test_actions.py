@@ -46,7 +46,7 @@ PARAMS: list[tuple[str, Callable[[], dict[str, str]], dict[str, str]]] = [
         {"search": "mugs", "search_cat": "Shop", "search_count": "0"},
     ),
     ("goal", lambda: a.goal_params(3), {"idgoal": "3"}),
-    ("goal-revenue", lambda: a.goal_params(3, 10.505), {"idgoal": "3", "revenue": "10.51"}),
+    ("goal-revenue", lambda: a.goal_params(3, 10.505), {"idgoal": "3", "revenue": "10.505"}),
     (
         "goal-revenue-whole",
         lambda: a.goal_params(3, Decimal("10.00")),
@@ -73,8 +73,8 @@ PARAMS: list[tuple[str, Callable[[], dict[str, str]], dict[str, str]]] = [
             "ec_st": "90",
             "ec_tx": "9.9",
             "ec_sh": "0",
-            "ec_dt": "0",
-            "ec_items": '[["SKU","Mug",["Home","Kitchen"],4.5,2],["S2","","",3.0,1]]',
+            "ec_dt": "0.001",
+            "ec_items": '[["SKU","Mug",["Home","Kitchen"],4.5,2],["S2","","",3,1]]',
         },
     ),
     (
@@ -85,7 +85,7 @@ PARAMS: list[tuple[str, Callable[[], dict[str, str]], dict[str, str]]] = [
     (
         "cart-update",
         lambda: a.cart_update_params(12, items=[EcommerceItem("SKU", category="Home", price=12)]),
-        {"idgoal": "0", "revenue": "12", "ec_items": '[["SKU","","Home",12.0,1]]'},
+        {"idgoal": "0", "revenue": "12", "ec_items": '[["SKU","","Home",12,1]]'},
     ),
     (
         "cart-emptied",
@@ -101,7 +101,7 @@ PARAMS: list[tuple[str, Callable[[], dict[str, str]], dict[str, str]]] = [
     (
         "content-impression",
         lambda: a.content_impression_params("Banner"),
-        {"c_n": "Banner", "ca": "1"},
+        {"c_n": "Banner", "ca": "1", "c_p": "Unknown"},
     ),
     (
         "content-interaction",
@@ -141,7 +141,7 @@ ERRORS: list[tuple[str, Callable[[], object], str]] = [
     ("event-blank-category", lambda: a.event_params(" ", "A"), "category=' ' is invalid"),
     ("event-action-not-str", lambda: a.event_params("C", 5), "action=5 is invalid"),  # type: ignore[arg-type]
     ("event-name-not-str", lambda: a.event_params("C", "A", 5), "name=5 is invalid"),  # type: ignore[arg-type]
-    ("event-value-str", lambda: a.event_params("C", "A", value="1"), "value='1' is invalid"),  # type: ignore[arg-type]
+    ("event-value-str", lambda: a.event_params("C", "A", value="one"), "value='one' is invalid"),
     ("event-value-bool", lambda: a.event_params("C", "A", value=True), "value=True is invalid"),
     (
         "event-value-nan",
@@ -167,7 +167,7 @@ ERRORS: list[tuple[str, Callable[[], object], str]] = [
         lambda: a.order_params("x" * 101, 1),
         "order_id is invalid: expected at most 100",
     ),
-    ("order-bad-tax", lambda: a.order_params("A", 1, tax="1"), "tax='1' is invalid"),  # type: ignore[arg-type]
+    ("order-bad-tax", lambda: a.order_params("A", 1, tax="1,5"), "tax='1,5' is invalid"),
     (
         "order-bad-item",
         lambda: a.order_params("A", 1, items=[("S", 1)]),
@@ -244,10 +244,17 @@ def test_errors_name_the_argument(make: Callable[[], object], message: str) -> N
     [
         (0, "0"),
         (-0.0, "0"),
-        (1.005, "1"),
-        (2.675, "2.67"),
+        (1.005, "1.005"),
+        (2.675, "2.675"),
+        (12.555, "12.555"),
         (1e20, "100000000000000000000"),
+        (1e-7, "0.0000001"),
         (Decimal("0.10"), "0.1"),
+        (Decimal("1E+3"), "1000"),
+        ("0.125", "0.125"),
+        (" 3.50 ", "3.5"),
+        ("-2", "-2"),
+        (7, "7"),
     ],
 )
 def test_number_text(value: Any, text: str) -> None:

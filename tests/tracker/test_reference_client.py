@@ -13,13 +13,13 @@ import pytest
 from matomo_tracking import EcommerceItem, TrackingConfig
 from matomo_tracking.hits import Hit
 from matomo_tracking.testing import Collector
-from matomo_tracking.tracker import BaseTracker
+from matomo_tracking.tracker import SCRIPT_USER_AGENT, BaseTracker
 from matomo_tracking.wire import bulk_body, encode_hit
 from tests.sentinel import SENTINEL_TOKEN
 
 NOW = 1_700_000_000.0
 PAGE = "https://shop.example/cart"
-BASE = {"idsite": "1", "rec": "1", "apiv": "1", "url": PAGE}
+BASE = {"idsite": "1", "rec": "1", "apiv": "1", "url": PAGE, "ua": SCRIPT_USER_AGENT}
 
 
 class Recorder(BaseTracker):
@@ -135,7 +135,7 @@ ITEMS = [
     EcommerceItem("SKU1", "Shirt", ["Clothes", "Summer"], 19.99, 2),
     {"sku": "SKU2", "name": "Hat", "price": 5, "quantity": 1},
 ]
-ITEMS_JSON = '[["SKU1","Shirt",["Clothes","Summer"],19.99,2],["SKU2","Hat","",5.0,1]]'
+ITEMS_JSON = '[["SKU1","Shirt",["Clothes","Summer"],19.99,2],["SKU2","Hat","",5,1]]'
 
 
 def test_add_ecommerce_item_and_cart_update(tracker: Recorder) -> None:
@@ -175,7 +175,7 @@ def test_do_track_ecommerce_order(tracker: Recorder) -> None:
         ({"order_id": "A", "revenue": float("nan")}, "revenue"),
         ({"order_id": "A", "revenue": 1, "items": [{"sku": "", "price": 1}]}, "sku"),
         ({"order_id": "A", "revenue": 1, "items": [{"sku": "X", "quantity": 0}]}, "quantity"),
-        ({"order_id": "A", "revenue": 1, "items": [{"sku": "X", "price": "1"}]}, "price"),
+        ({"order_id": "A", "revenue": 1, "items": [{"sku": "X", "price": "free"}]}, "price"),
     ],
 )
 def test_ecommerce_validation(tracker: Recorder, call: dict[str, Any], error: str) -> None:

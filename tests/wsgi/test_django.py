@@ -27,6 +27,12 @@ from matomo_tracking.testing import Collector  # noqa: E402
 from matomo_wsgi import MatomoMiddleware as WSGIMiddleware  # noqa: E402
 from matomo_wsgi import get_context  # noqa: E402
 from matomo_wsgi.django import MatomoMiddleware, authenticated_user_id  # noqa: E402
+from tests.tracker.test_clone_request import (  # noqa: E402
+    BROWSER,
+    CASES,
+    assert_cloned_like_the_middleware,
+    tracker_for,
+)
 from tests.wsgi.conftest import COLLECTOR_URL, RecordingDispatcher, client_for  # noqa: E402
 from tests.wsgi.django_project import settings as project_settings  # noqa: E402
 from tests.wsgi.django_project.views import DATA_FILE  # noqa: E402
@@ -86,6 +92,23 @@ def test_routes_are_action_names_and_the_view_reaches_the_context(
         "404",
         "UA/2",
     )
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_cloned_request_carries_the_middlewares_visitor_ids_and_hints(case: str) -> None:
+    options, cookie = CASES[case]
+    middleware_hits, tracker_hits = RecordingDispatcher(), RecordingDispatcher()
+    meta = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in BROWSER.items()}
+    if cookie is not None:
+        meta["HTTP_COOKIE"] = cookie
+    meta.update(REMOTE_ADDR="198.51.100.23", HTTP_HOST="shop.example")
+    meta["tests.tracker"] = tracker_for(options, tracker_hits)
+    setting = {"url": "https://matomo.example", "dispatcher": middleware_hits, **options}
+    with override_settings(MATOMO_API_TRACKING=setting):
+        assert Client().get("/clone/?x=1", **meta).status_code == 200
+
+    (page,), (cloned,) = middleware_hits.hits, tracker_hits.hits
+    assert_cloned_like_the_middleware(page, cloned, cookie)
 
 
 def test_context_skip_and_events(matomo: dict[str, Any], collector: Collector) -> None:

@@ -10,6 +10,7 @@ urlpatterns = [
     path("items/<int:pk>/", views.item),
     path("async-items/<int:pk>/", views.async_item),
     path("event/", views.event),
+    path("clone/", views.clone),
     path("skipped/", views.skipped),
     path("boom/", views.boom),
     path("stream/", views.stream),

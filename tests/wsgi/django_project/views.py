@@ -20,6 +20,13 @@ from matomo_wsgi import get_context
 DATA_FILE = Path(__file__)
 
 
+def clone(request: HttpRequest) -> HttpResponse:
+    """Track an event with the standalone tracker the test put in ``META``, cloning the
+    request (the side-by-side test of ``Tracker(request=...)``)."""
+    request.META["tests.tracker"].track_event("clone", "django", request=request)
+    return HttpResponse("ok")
+
+
 def item(request: HttpRequest, pk: int) -> JsonResponse:
     get_context(request).set_dimension(2, str(os.getpid()))
     return JsonResponse({"pk": pk, "pid": os.getpid()})
