@@ -43,6 +43,7 @@ from matomo_tracking.delivery import (
 )
 from matomo_tracking.hits import Hit
 from matomo_tracking.wire import BULK_HEADERS, EncodedHit, encode_hit
+from matomo_wsgi._process_exit import close_at_child_exit
 
 __all__ = ["ThreadDispatcher", "close_all", "post_batch"]
 
@@ -290,6 +291,7 @@ class ThreadDispatcher:
             # Interpreter shutting down: close() delivers what is queued inline.
             return
         self._thread = thread
+        close_at_child_exit(close_all)  # atexit never runs in multiprocessing children
 
     def _submit_inline(self, encoded: EncodedHit) -> bool:
         with self._lock:

@@ -57,6 +57,31 @@ def gunicorn(
     return ServerProcess("gunicorn", args, port=port, env={"MATOMO_URL": matomo.base_url, **env})
 
 
+def granian(target: str, matomo: CollectorServer, *extra: str, **env: str) -> ServerProcess:
+    """granian's WSGI interface: one worker process (a ``multiprocessing`` child)."""
+    port = free_port()
+    args = [
+        "--interface",
+        "wsgi",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--blocking-threads",
+        "8",
+        "--log-level",
+        "warning",
+        *extra,
+        target,
+    ]
+    return ServerProcess("granian", args, port=port, env={"MATOMO_URL": matomo.base_url, **env})
+
+
+SERVERS = {"gunicorn": gunicorn, "granian": granian}
+
+
 def by_url(hits: Sequence[ReceivedHit]) -> dict[str, ReceivedHit]:
     return {h["url"]: h for h in hits if "e_c" not in h.params}
 
@@ -196,11 +221,12 @@ def test_responses_do_not_wait_for_matomo(matomo: CollectorServer) -> None:
     assert len({h["url"] for h in hits}) == 1000
 
 
+@pytest.mark.parametrize("kind", SERVERS)
 def test_sigterm_delivers_every_queued_hit_before_the_worker_exits(
-    matomo: CollectorServer,
+    matomo: CollectorServer, kind: str
 ) -> None:
     matomo.collector.hold()
-    server = gunicorn(
+    server = SERVERS[kind](
         "tests.wsgi.flask_app:app", matomo, MATOMO_TIMEOUT="60", MATOMO_SHUTDOWN_TIMEOUT="15"
     )
     with server:
