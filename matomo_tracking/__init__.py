@@ -19,6 +19,7 @@ from matomo_tracking.delivery import (
     StatsRecorder,
     TransportError,
 )
+from matomo_tracking.delivery_queue import DeliveryEvent, DeliveryQueue
 from matomo_tracking.dispatcher import Dispatcher
 from matomo_tracking.hits import Hit, HitBuilder, RandomSource
 from matomo_tracking.proxies import Origin, TrustedProxies
@@ -32,6 +33,8 @@ __all__ = [
     "BatchBuilder",
     "BatchDelivery",
     "BotInfo",
+    "DeliveryEvent",
+    "DeliveryQueue",
     "DispatchStats",
     "Dispatcher",
     "EcommerceItem",

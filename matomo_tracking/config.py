@@ -119,7 +119,9 @@ class TrackingConfig:
     batch_max_age: float = 1.0
     queue_max_hits: int = 10_000
     queue_max_bytes: int = 32 * 1024 * 1024
-    timeout: float = 5.0
+    connect_timeout: float = 2.0
+    timeout: float = 30.0
+    probe_interval: float = 2.0
     shutdown_timeout: float = 5.0
     backoff_base: float = 0.5
     backoff_max: float = 60.0
@@ -202,7 +204,9 @@ class TrackingConfig:
                 raise _fail(key, getattr(self, key), "a positive int")
         for key in (
             "batch_max_age",
+            "connect_timeout",
             "timeout",
+            "probe_interval",
             "shutdown_timeout",
             "backoff_base",
             "backoff_max",
@@ -362,7 +366,9 @@ class TrackingOptions(TypedDict, total=False):
     batch_max_age: float
     queue_max_hits: int
     queue_max_bytes: int
+    connect_timeout: float
     timeout: float
+    probe_interval: float
     shutdown_timeout: float
     backoff_base: float
     backoff_max: float

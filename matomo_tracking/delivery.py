@@ -7,17 +7,26 @@ for its next step (send this body, or sleep), perform it, and report what happen
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timezone
-from email.utils import parsedate_to_datetime
-from enum import Enum
+from typing import TYPE_CHECKING
 
+from matomo_tracking.answers import (
+    Answer,
+    TransportError,
+    answer_maybe_processed,
+    backoff_delay,
+    bulk_counts,
+    explain_refusal,
+    parse_retry_after,
+)
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.wire import EncodedHit, bulk_body
+
+if TYPE_CHECKING:
+    from matomo_tracking.delivery_queue import DeliveryEvent
 
 __all__ = [
     "Answer",
@@ -123,10 +132,35 @@ class StatsRecorder:
         if failing is not None and failing.startswith(("retry:", "refused:")):
             logger.info("matomo: %s", message)
 
+    def record(self, event: DeliveryEvent) -> None:
+        """Count one event of a ``DeliveryQueue`` (the queue's first listener)."""
+        kind, count = event.kind, event.count
+        if kind == "queued":
+            self.queued += count
+        elif kind == "sent":
+            self.sent += count
+            self.batches += 1
+        elif kind == "dropped":
+            self.dropped[event.reason] += count
+        elif kind == "retried":
+            self.retried += 1
+        elif kind == "possible_duplicate":
+            self.possible_duplicates += count
+        elif kind == "failed":
+            self.failed += count
+        elif kind == "invalid":
+            self.invalid += count
+        elif kind == "unconfirmed":
+            self.unconfirmed += count
+
     def unconfirmed_hits(self, count: int, sent: int) -> None:
         """Count ``count`` of ``sent`` hits that a 2xx answer did not confirm (never resent);
         explained once at INFO, then logged at DEBUG."""
         self.unconfirmed += count
+        self.explain_unconfirmed(count, sent)
+
+    def explain_unconfirmed(self, count: int, sent: int) -> None:
+        """Log that ``count`` of ``sent`` hits went unconfirmed: once at INFO, then at DEBUG."""
         message = (
             "matomo: Matomo's answer confirmed %d of %d hit(s) (not resent; a Matomo with "
             "QueuedTracking, or a proxy answering for it, gives no counts; see "
@@ -191,52 +225,6 @@ class QueueBudget:
         """Give back the room of ``count`` hits totalling ``size`` bytes."""
         self.hits = max(0, self.hits - count)
         self.bytes = max(0, self.bytes - size)
-
-
-def backoff_delay(
-    attempt: int, *, base: float, cap: float, draw: float, retry_after: float | None = None
-) -> float:
-    """Exponential backoff with full jitter (``draw`` uniform in [0, 1)), capped at ``cap``;
-    a server's ``Retry-After`` is a floor (itself capped)."""
-    ceiling = min(cap, base * 2.0 ** min(attempt, 32))
-    delay = ceiling * draw
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, cap))
-    return delay
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # not "²": str.isdigit() is true for it
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # "-0000" zone: UTC, never the machine's local time
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, when.timestamp() - now)
-
-
-class TransportError(Enum):
-    """How a request failed without an HTTP answer."""
-
-    CONNECT = "connect"  # nothing reached Matomo: safe to resend
-    TIMEOUT = "timeout"  # the body may have been received: a resend may duplicate
-    OTHER = "other"
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """Matomo's HTTP answer to a bulk POST."""
-
-    status: int
-    body: bytes = b""
-    retry_after: str | None = None
-    location: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,7 +377,7 @@ class BatchDelivery:
             self._attempt = 0
             self._stats.batches += 1
             self._stats.sent += len(batch)
-            tracked, invalid = _bulk_counts(answer.body)
+            tracked, invalid = bulk_counts(answer.body)
             if not invalid:
                 self._stats.recovered()
             else:  # batch after batch of invalid hits is logged once
@@ -405,7 +393,7 @@ class BatchDelivery:
                 self._stats.unconfirmed_hits(len(batch) - confirmed, len(batch))
             return
         if status in (408, 429) or status >= 500:
-            if status == 504 and self._in_flight is not None:
+            if answer_maybe_processed(status) and self._in_flight is not None:
                 # A gateway gave up waiting: Matomo behind it may have recorded the batch.
                 self._stats.possible_duplicates += len(self._in_flight)
             self._retry(
@@ -430,7 +418,7 @@ class BatchDelivery:
         batch = self._done()
         self._stats.failed += len(batch)
         self._stats.error(
-            _explain_refusal(status, answer.location, len(batch)), kind=f"refused:{status}"
+            explain_refusal(status, answer.location, len(batch)), kind=f"refused:{status}"
         )
 
     def failed(self, error: TransportError, detail: str, now: float) -> None:
@@ -438,7 +426,7 @@ class BatchDelivery:
         batch = self._in_flight
         if batch is None:
             raise RuntimeError("no Send in flight")
-        if error is TransportError.TIMEOUT:
+        if error.maybe_processed:
             self._stats.possible_duplicates += len(batch)
         self._retry(
             f"could not reach Matomo ({error.value}: {detail})", kind=f"retry:{error.value}"
@@ -462,40 +450,6 @@ class BatchDelivery:
         if left:
             self._stats.drop(reason, left)
         return left
-
-
-def _bulk_counts(body: bytes) -> tuple[int | None, int]:
-    if not body:
-        return None, 0
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None, 0
-    if not isinstance(data, dict):
-        return None, 0
-    tracked = data.get("tracked")
-    invalid = data.get("invalid")
-    t = tracked if isinstance(tracked, int) and not isinstance(tracked, bool) else None
-    i = invalid if isinstance(invalid, int) and not isinstance(invalid, bool) else 0
-    return t, max(0, i)
-
-
-def _explain_refusal(status: int, location: str | None, count: int) -> str:
-    if 300 <= status < 400:
-        where = f" to {location}" if location else ""
-        return (
-            f"Matomo answered with a redirect (HTTP {status}{where}); redirects are not followed "
-            f"so the token never leaves for another address: configure the final URL. "
-            f"{count} hit(s) dropped"
-        )
-    hint = {
-        400: "the request was refused as malformed",
-        401: "token_auth was refused: check the token and its write access to the site",
-        403: "access was refused: check token_auth and its write access to the site",
-        404: "no Matomo at this URL: check url (the base URL or its matomo.php)",
-        405: "this URL does not accept POST: check url",
-    }.get(status, "the request was refused")
-    return f"Matomo answered HTTP {status}: {hint}; {count} hit(s) dropped, not retried"
 
 
 class BatchBuilder:

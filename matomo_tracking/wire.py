@@ -9,11 +9,13 @@ arrive (verified on Matomo 5.0.2).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from matomo_tracking.hits import Hit
 
-__all__ = ["BULK_HEADERS", "EncodedHit", "bulk_body", "encode_hit"]
+__all__ = ["BULK_HEADERS", "EncodedHit", "bulk_body", "encode_hit", "visitor_key"]
 
 #: Headers of every bulk POST.
 BULK_HEADERS = {"Content-Type": "application/json"}
@@ -23,10 +25,12 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 @dataclass(frozen=True, slots=True)
 class EncodedHit:
-    """A hit as it travels: its JSON object bytes, when it happened, and its size."""
+    """A hit as it travels: its JSON object bytes, when it happened, and its visitor key (a
+    hash of its visitor id, which keeps a visitor's hits in one delivery lane, in order)."""
 
     data: bytes
     created: float
+    visitor: int = field(default=0, compare=False)  # derived from data: not part of equality
 
     @property
     def size(self) -> int:
@@ -42,7 +46,19 @@ def encode_hit(hit: Hit) -> EncodedHit:
         data = text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from a hand-made scope
         data = text.encode("utf-8", "replace")
-    return EncodedHit(data, hit.created)
+    return EncodedHit(data, hit.created, visitor_key(params))
+
+
+def visitor_key(params: Mapping[str, str]) -> int:
+    """A stable hash of the hit's visitor (``cid``, else ``_id``, else ``uid``, else its IP
+    and user agent; 0 for none),
+    the same in every process (as Matomo's QueuedTracking plugin picks a visitor's queue)."""
+    visitor = params.get("cid") or params.get("_id") or params.get("uid")
+    if not visitor:  # Matomo then tells visitors apart by IP and user agent
+        visitor = (params.get("cip") or "") + (params.get("ua") or "")
+        if not visitor:
+            return 0
+    return zlib.crc32(visitor.encode("utf-8", "replace"))
 
 
 def _with_cdo(data: bytes, age: int) -> bytes:

@@ -89,6 +89,8 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("queue_max_bytes", True, "True"),
     ("batch_max_age", 0, "0"),
     ("timeout", -1.0, "-1.0"),
+    ("connect_timeout", 0, "0"),
+    ("probe_interval", "2", "'2'"),
     ("timeout", NAN, "nan"),
     ("shutdown_timeout", "5", "'5'"),
     ("backoff_base", True, "True"),
@@ -160,7 +162,8 @@ def test_defaults() -> None:
         1.0,
     )
     assert (config.queue_max_hits, config.queue_max_bytes) == (10_000, 32 * 1024 * 1024)
-    assert (config.timeout, config.shutdown_timeout, config.backoff_max) == (5.0, 5.0, 60.0)
+    assert (config.timeout, config.shutdown_timeout, config.backoff_max) == (30.0, 5.0, 60.0)
+    assert (config.connect_timeout, config.probe_interval) == (2.0, 2.0)
     assert config.max_hit_age == 23 * 3600
     assert config.bots == "exclude"
 

@@ -171,6 +171,8 @@ INTENDED = {
     "BatchBuilder",
     "BatchDelivery",
     "BotInfo",
+    "DeliveryEvent",
+    "DeliveryQueue",
     "DispatchStats",
     "Dispatcher",
     "EcommerceItem",

@@ -118,8 +118,10 @@ def test_an_error_is_logged_once_while_it_lasts(caplog: pytest.LogCaptureFixture
     assert stats.last_error == "Matomo answered HTTP 503; retrying 2 hit(s) (attempt 5)"
 
 
-@pytest.mark.parametrize(("status", "duplicates"), [(504, 3), (502, 0), (503, 0)])
-def test_a_gateway_timeout_may_have_reached_matomo(status: int, duplicates: int) -> None:
+@pytest.mark.parametrize(("status", "duplicates"), [(504, 3), (502, 3), (503, 0)])
+def test_a_gateway_timeout_or_lost_answer_may_have_reached_matomo(
+    status: int, duplicates: int
+) -> None:
     stats = StatsRecorder()
     delivery = BatchDelivery(encoded(3), CONFIG, stats)
     delivery.next_step(NOW, 0.5)
