@@ -2,11 +2,12 @@
 
 The servers load the factories, configured by environment variables (``MATOMO_URL``,
 ``MATOMO_SITE_ID``, ``MATOMO_TOKEN_AUTH``, ``MATOMO_BATCH_MAX_AGE``, ``MATOMO_TIMEOUT``,
-``MATOMO_SHUTDOWN_TIMEOUT``)::
+``MATOMO_SHUTDOWN_TIMEOUT``, ``MATOMO_BYTES_DIMENSION``)::
 
     uvicorn --factory tests.asgi.apps:fastapi_from_env
     hypercorn 'tests.asgi.apps:starlette_from_env()'
     gunicorn -k uvicorn.workers.UvicornWorker 'tests.asgi.apps:fastapi_from_env()'
+    granian --interface asgi --factory tests.asgi.apps:fastapi_from_env
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request as StarletteRequest
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 
 from matomo_asgi import MatomoMiddleware, TrackingContext, get_context
@@ -31,6 +38,7 @@ _ENV_OPTIONS = (
     ("MATOMO_BATCH_MAX_AGE", "batch_max_age", float),
     ("MATOMO_TIMEOUT", "timeout", float),
     ("MATOMO_SHUTDOWN_TIMEOUT", "shutdown_timeout", float),
+    ("MATOMO_BYTES_DIMENSION", "bytes_dimension", int),
 )
 
 
@@ -75,6 +83,10 @@ def fastapi_app() -> FastAPI:
     @app.get("/stream")
     async def stream() -> StreamingResponse:
         return StreamingResponse(_chunks(), media_type="text/event-stream")
+
+    @app.get("/file")
+    async def file() -> FileResponse:  # servers with the pathsend extension send it themselves
+        return FileResponse(__file__, media_type="text/x-python")
 
     @app.get("/page")
     async def page() -> Response:

@@ -1,6 +1,7 @@
-"""End to end on 127.0.0.1: uvicorn, hypercorn and gunicorn (uvicorn workers) serve the test
-apps, a CollectorServer plays Matomo, and every hit is checked field by field. Responses never
-wait for Matomo, and a SIGTERM delivers what is queued before the process exits."""
+"""End to end on 127.0.0.1: uvicorn, hypercorn, granian and gunicorn (uvicorn workers) serve
+the test apps, a CollectorServer plays Matomo, and every hit is checked field by field.
+Responses never wait for Matomo, a SIGTERM delivers what is queued before the process exits,
+and file responses count their bytes (granian's pathsend too)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import importlib.util
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -54,9 +56,10 @@ def _env(matomo: CollectorServer, **extra: str) -> dict[str, str]:
 def _root_path(kind: str, factory: str) -> str:
     if kind == "uvicorn":
         return "/api"  # uvicorn puts the root path inside scope["path"] (current ASGI)
-    if kind == "hypercorn" and factory == "fastapi_from_env":
-        # hypercorn does not (older ASGI); Starlette >= 0.35 mounts then miss (upstream), so
-        # only the app without mounts is served below a root path by it.
+    if kind in ("hypercorn", "granian") and factory == "fastapi_from_env":
+        # hypercorn and granian (--url-path-prefix) do not (older ASGI); Starlette >= 0.35
+        # mounts then miss (upstream), so only the app without mounts is served below a root
+        # path by them.
         return "/api"
     return ""  # gunicorn's uvicorn workers have no root path option
 
@@ -70,6 +73,14 @@ def _server(kind: str, factory: str, port: int, env: dict[str, str]) -> ServerPr
     if kind == "hypercorn":
         args = ["-b", f"127.0.0.1:{port}", *root, f"tests.asgi.apps:{factory}()"]
         return ServerProcess("hypercorn", args, port=port, env=env)
+    if kind == "granian":
+        args = [
+            *("--interface", "asgi", "--factory", "--workers", "1", *bind),
+            *(("--url-path-prefix", root[1]) if root else ()),
+            *("--log-level", "warning"),
+            f"tests.asgi.apps:{factory}",
+        ]
+        return ServerProcess("granian", args, port=port, env=env)
     args = [
         "-k",
         WORKER,
@@ -96,7 +107,7 @@ def _assert_browser_hit(hit: ReceivedHit, url: str, action: str) -> None:
     assert hit.bulk
 
 
-@pytest.mark.parametrize("kind", ["uvicorn", "hypercorn", "gunicorn"])
+@pytest.mark.parametrize("kind", ["uvicorn", "hypercorn", "granian", "gunicorn"])
 @pytest.mark.parametrize("factory", ["fastapi_from_env", "starlette_from_env"])
 def test_real_servers(matomo: CollectorServer, kind: str, factory: str) -> None:
     port = free_port()
@@ -162,11 +173,14 @@ def test_responses_do_not_wait_for_matomo(matomo: CollectorServer) -> None:
     assert sorted(int(h["url"].rsplit("/", 1)[1]) for h in hits) == list(range(1000))
 
 
-def test_sigterm_delivers_every_queued_hit_before_exiting(matomo: CollectorServer) -> None:
+@pytest.mark.parametrize("kind", ["uvicorn", "granian"])
+def test_sigterm_delivers_every_queued_hit_before_exiting(
+    matomo: CollectorServer, kind: str
+) -> None:
     port = free_port()
     env = _env(matomo, MATOMO_TIMEOUT="60", MATOMO_SHUTDOWN_TIMEOUT="30")
     matomo.collector.hold()
-    with _server("uvicorn", "fastapi_from_env", port, env) as server:
+    with _server(kind, "fastapi_from_env", port, env) as server:
         assert len(asyncio.run(_hammer(server.base_url, 1000, 20))) == 1000
         process = server.process
         assert process is not None
@@ -175,7 +189,23 @@ def test_sigterm_delivers_every_queued_hit_before_exiting(matomo: CollectorServe
         assert process.poll() is None  # shutting down: waiting for Matomo, not gone
         assert matomo.collector.hits == []
         matomo.collector.release()
-        # A clean exit: uvicorn re-raises the SIGTERM it handled, once shut down gracefully.
+        # A clean exit (uvicorn re-raises the SIGTERM it handled, once shut down gracefully).
         assert process.wait(30) in (0, -signal.SIGTERM)
         delivered = len(matomo.collector.hits)  # read right after the exit
     assert delivered == 1000
+
+
+@pytest.mark.parametrize("kind", ["uvicorn", "granian"])
+def test_file_responses_count_their_bytes(matomo: CollectorServer, kind: str) -> None:
+    # granian offers the pathsend extension: Starlette's FileResponse then hands the server
+    # the file's path instead of its bytes. The hit counts the bytes the client got.
+    from tests.asgi import apps
+
+    port = free_port()
+    with _server(kind, "fastapi_from_env", port, _env(matomo, MATOMO_BYTES_DIMENSION="4")) as srv:
+        response = httpx.get(srv.base_url + "/file", timeout=10)
+        (hit,) = matomo.collector.wait_for(1, timeout=10)
+    size = Path(apps.__file__).stat().st_size
+    assert (response.status_code, len(response.content)) == (200, size)
+    assert hit["dimension4"] == str(size)
+    assert hit["action_name"] == "/file"

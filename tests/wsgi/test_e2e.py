@@ -1,8 +1,9 @@
-"""End to end on 127.0.0.1: gunicorn (gthread) serving the Flask app and the Django project,
-uvicorn serving the Django project's ASGI handler, each tracking into a collector served by
-``CollectorServer``. Hit by hit; responses never wait for Matomo; hits queued when gunicorn
-is told to stop are delivered before its worker exits, also from workers forked under
-``--preload``."""
+"""End to end on 127.0.0.1: gunicorn (gthread) and granian (WSGI) serving the Flask app,
+gunicorn the Django project, uvicorn the Django project's ASGI handler, each tracking into a
+collector served by ``CollectorServer``. Hit by hit; responses never wait for Matomo; hits
+queued when the server is told to stop are delivered before its worker exits (granian's
+workers are multiprocessing children: no atexit there), also from workers forked under
+gunicorn's ``--preload``."""
 
 from __future__ import annotations
 
@@ -124,8 +125,13 @@ def load(
     return responses
 
 
-def test_flask_under_gunicorn_with_a_script_name(matomo: CollectorServer) -> None:
-    with gunicorn("tests.wsgi.flask_app:app", matomo, SCRIPT_NAME="/shop") as server:
+@pytest.mark.parametrize("kind", SERVERS)
+def test_flask_with_a_script_name(matomo: CollectorServer, kind: str) -> None:
+    if kind == "gunicorn":
+        served = gunicorn("tests.wsgi.flask_app:app", matomo, SCRIPT_NAME="/shop")
+    else:
+        served = granian("tests.wsgi.flask_app:app", matomo, "--url-path-prefix", "/shop")
+    with served as server:
         base = server.base_url
         with httpx.Client(base_url=base, headers=BROWSER) as client:
             assert client.get("/shop/items/42?a=%C3%A9&b=1").json()["id"] == 42
