@@ -179,17 +179,21 @@ def check(
         )
         return 1
     tracked, invalid = answer.get("tracked"), answer.get("invalid")
+    print(f"Matomo answered: tracked={tracked}, invalid={invalid}", file=out)
     if invalid:
-        print(
-            "Matomo answered: the hit is invalid.\n"
-            f"  Likely causes: site id {site_id} does not exist"
-            + (
-                ", or the token is not valid or its user cannot write to the site (with a "
-                "token, the check sends a visitor IP: Matomo accepts it only with a valid token).\n"
-                if token_auth
-                else ", or a parameter that needs token_auth was sent without a valid one.\n"
+        probe = None
+        if token_auth:
+            # Was it the site or the token? The same hit without cip (as a ping, which stores
+            # nothing new) needs no token: tracked, the site exists and the token is the cause.
+            without_ip = {k: v for k, v in params.items() if k != "cip"}
+            without_ip["ping"] = "1"
+            probe_body = bulk_body(
+                [encode_hit(Hit(without_ip, now))], token_auth=config.token_auth, now=now
             )
-            + "  What to do: check the site id under Administration > Websites > Manage, and the "
+            probe = _bulk_counts(endpoint, probe_body, timeout, client)
+        print("  The hit is invalid: " + _invalid_cause(site_id, token_auth, probe), file=out)
+        print(
+            "  What to do: check the site id under Administration > Websites > Manage, and the "
             "token under Personal > Security; Diagnostics > Tracking failures tells the reason.",
             file=out,
         )
@@ -205,6 +209,51 @@ def check(
         return 0
     print(f"Matomo answered {json.dumps(answer)}: the hit was not confirmed.", file=out)
     return 1
+
+
+def _bulk_counts(
+    endpoint: str, body: bytes, timeout: float, client: httpx.Client | None
+) -> tuple[int, int] | None:
+    """``check``'s second request: Matomo's (tracked, invalid) for ``body``, or None."""
+    http = client if client is not None else httpx.Client(timeout=timeout)
+    try:
+        response = http.post(endpoint, content=body, headers=BULK_HEADERS, follow_redirects=False)
+        answer = response.json()
+    except (httpx.HTTPError, ValueError, UnicodeDecodeError):
+        return None
+    finally:
+        if client is None:
+            http.close()
+    if not isinstance(answer, dict):
+        return None
+    tracked, invalid = answer.get("tracked"), answer.get("invalid")
+    if isinstance(tracked, int) and isinstance(invalid, int):
+        return tracked, invalid
+    return None
+
+
+def _invalid_cause(site_id: int, token_auth: str | None, probe: tuple[int, int] | None) -> str:
+    """Why ``check``'s test hit is invalid, as far as Matomo's counts tell."""
+    unknown_site = (
+        f"site id {site_id} does not exist (unknown site): Matomo refuses every hit for it."
+    )
+    if not token_auth:
+        # Without a token the check sends nothing that needs one: only the site can be wrong.
+        return unknown_site
+    if probe is not None and probe[0] >= 1 and probe[1] == 0:
+        return (
+            f"site {site_id} exists, but the token is not valid for it: Matomo refused the "
+            "visitor IP (cip), which needs a token of a super user or of a user with write or "
+            f"admin access to site {site_id} (a cip without such a token is refused). The "
+            "token is unknown or expired, or its user lacks that access."
+        )
+    if probe is not None and probe[1] >= 1:
+        return unknown_site
+    return (
+        f"site id {site_id} does not exist, or the token is not valid or its user cannot write "
+        "to the site (with a token, the check sends a visitor IP: Matomo accepts it only with "
+        "a valid token)."
+    )
 
 
 def _collector(host: str, port: int, site_ids: Sequence[int], out: TextIO) -> int:

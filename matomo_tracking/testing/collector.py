@@ -27,6 +27,13 @@ _GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
+# What Matomo prints after the image when a single hit fails (M core/Tracker/Response.php).
+_NOTICE = b"This resource is part of Matomo."
+_PREFLIGHT_HEADERS = (
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "GET, POST"),
+    ("access-control-allow-headers", "*"),
+)
 _TOKEN_AGE_LIMIT = 86400
 _HEX = frozenset("0123456789abcdefABCDEF")
 _INT = re.compile(r"-?[0-9]+")
@@ -68,13 +75,19 @@ class _Mode:
 class Collector:
     """An in-memory Matomo tracking endpoint.
 
-    ``site_ids``: the sites that exist. ``token_auth``: the token that authenticates (None:
-    no token works). ``clock``: where the collector reads the time (``time.time``).
+    ``site_ids``: the sites that exist. ``token_auth``: a super user's token (None: no such
+    token), accepted for every site and the only one that gets ``invalid_indices`` in bulk
+    answers. ``write_tokens``: tokens of users with write (or admin) access, each to the site
+    ids given (a token for other sites does not authenticate). ``goal_ids``: the goals that
+    exist (None: any ``idgoal``). ``clock``: where the collector reads the time
+    (``time.time``).
     """
 
     site_ids: Iterable[int] = (1,)
     token_auth: str | None = None
     clock: Callable[[], float] = time.time
+    write_tokens: Mapping[str, Iterable[int]] = field(default_factory=dict)
+    goal_ids: Iterable[int] | None = None
     hits: list[ReceivedHit] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     invalid: list[tuple[Mapping[str, Any], str]] = field(default_factory=list)
@@ -89,6 +102,8 @@ class Collector:
 
     def __post_init__(self) -> None:
         self.site_ids = frozenset(self.site_ids)
+        self._writers = {t: frozenset(sites) for t, sites in self.write_tokens.items()}
+        self._goals = None if self.goal_ids is None else frozenset(self.goal_ids)
         self._orders: set[tuple[str, str]] = set()
         self._gauge = threading.Lock()  # served from several threads by CollectorServer
 
@@ -170,6 +185,9 @@ class Collector:
             return 200, [("content-type", "application/json")], json.dumps(data).encode()
         if not (path.endswith("/matomo.php") or path.endswith("/piwik.php")):
             return 404, [("content-type", "text/plain")], b"not found"
+        if method == "OPTIONS":  # a CORS preflight: answered, nothing tracked
+            self.answered.append(204)
+            return 204, list(_PREFLIGHT_HEADERS), b""
         answer = self._tracking_request(method, query, body)
         self.answered.append(answer[0])
         return answer
@@ -187,19 +205,30 @@ class Collector:
         if method == "POST" and b'"requests"' in body:
             return self._bulk(body, query, now)
         params = dict(parse_qsl(query, keep_blank_values=True))
-        if method == "POST":
+        if method == "POST" and not body.lstrip().startswith(b"{"):
+            # (a JSON body is not a form: PHP fills no $_POST from it)
             form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
             params.update({k: v for k, v in form if k not in params})
-        if not params:
+        if not params:  # a monitor's GET (200), an empty POST (400): Matomo's notice
             status = 200 if method == "GET" else 400
-            return status, [("content-type", "text/plain")], b"Matomo collector"
+            return status, [("content-type", "text/html")], _NOTICE
         token = params.pop("token_auth", None)
         send_image = params.pop("send_image", None)
-        reason = self._record(params, token, now, bulk=False)
+        if params.get("ca") == "1" and params.get("ping") == "1":
+            # An exception inside Matomo: on a single hit every exception ends as a 400.
+            reason: str | None = "ca=1 with ping=1 fails in Matomo"
+            self.invalid.append((params, "ca=1 with ping=1 fails in Matomo"))
+        else:
+            reason, hit = self._record(params, token, now, bulk=False)
+            if hit is not None:
+                self.hits.append(hit)
         self.requests.append({"bulk": False, "count": 1, "token": token is not None})
+        image = send_image != "0"
         if reason is not None:
-            return 400, [("content-type", "text/plain")], b"This resource is part of Matomo"
-        if send_image == "0":
+            # Matomo prints the image (unless send_image=0), then its HTML notice.
+            body = (_GIF if image else b"") + _NOTICE
+            return 400, [("content-type", "image/gif" if image else "text/html")], body
+        if not image:
             return 204, [], b""
         return 200, [("content-type", "image/gif")], _GIF
 
@@ -219,6 +248,8 @@ class Collector:
         tracked = invalid = 0
         indices: list[int] = []
         position = 0
+        accepted: list[ReceivedHit] = []
+        orders = set(self._orders)  # the batch is one transaction: undone if it fails
         for entry in data["requests"]:
             if isinstance(entry, str):
                 if "?" not in entry:
@@ -229,15 +260,30 @@ class Collector:
                 params = dict(entry)
             else:
                 continue
+            # A hit's own token counts only when the batch has none; send_image per hit is
+            # ignored.
+            own_token = params.pop("token_auth", None)
+            params.pop("send_image", None)
             if params.get("ca") == "1" and params.get("ping") == "1":
-                answer = {"status": "error", "tracked": tracked, "invalid": invalid}
-                return 500, [("content-type", "application/json")], json.dumps(answer).encode()
-            if self._record(params, token, now, bulk=True) is None:
+                self._orders = orders
+                self.invalid.append((params, "ca=1 with ping=1 fails in Matomo"))
+                self.requests.append({"bulk": True, "count": position, "token": token is not None})
+                failed: dict[str, Any] = {"status": "error", "tracked": tracked, "invalid": invalid}
+                if token is not None and token == self.token_auth:
+                    failed["invalid_indices"] = indices
+                return 500, [("content-type", "application/json")], json.dumps(failed).encode()
+            hit_token = token if token is not None else own_token
+            hit_token = hit_token if isinstance(hit_token, str) else None
+            reason, hit = self._record(params, hit_token, now, bulk=True)
+            if reason is None:
                 tracked += 1
+                if hit is not None:
+                    accepted.append(hit)
             else:
                 invalid += 1
                 indices.append(position)
             position += 1
+        self.hits.extend(accepted)
         self.requests.append({"bulk": True, "count": position, "token": token is not None})
         if no_image:
             return 204, [], b""
@@ -248,11 +294,13 @@ class Collector:
 
     def _record(
         self, params: dict[str, Any], token: str | None, now: float, *, bulk: bool
-    ) -> str | None:
+    ) -> tuple[str | None, ReceivedHit | None]:
+        """Validate one hit: (the reason it is invalid, None) or (None, the hit to store, or
+        None when Matomo answers success but stores nothing: ``rec`` missing or 0)."""
         reason = self._validate(params, token, now)
         if reason is not None:
             self.invalid.append((params, reason))
-            return reason
+            return reason, None
         if str(params.get("rec", "")) not in ("", "0") and _int(params.get("rec")):
             recorded = now
             cdt, cdo = params.get("cdt"), params.get("cdo")
@@ -260,20 +308,27 @@ class Collector:
                 recorded = float(cdt)
             if isinstance(cdo, str) and _int(cdo) is not None:
                 recorded -= abs(int(cdo))
-            authenticated = token is not None and token == self.token_auth
-            self.hits.append(ReceivedHit(params, now, recorded, bulk, authenticated))
-        return None
+            authenticated = self._authenticates(token, _int(params.get("idsite")))
+            return None, ReceivedHit(params, now, recorded, bulk, authenticated)
+        return None, None
+
+    def _authenticates(self, token: str | None, site: int | None) -> bool:
+        """Whether ``token`` is a super user's, or has write access to ``site``."""
+        if token is None:
+            return False
+        if self.token_auth is not None and token == self.token_auth:
+            return True
+        sites = self._writers.get(token)
+        return sites is not None and site in sites
 
     def _validate(self, params: Mapping[str, Any], token: str | None, now: float) -> str | None:
         for key, value in params.items():
             if not isinstance(value, str):
                 return f"{key}: values must be strings"
-        authenticated = (
-            token is not None and self.token_auth is not None and token == self.token_auth
-        )
         site = _int(params.get("idsite"))
         if site is None or site not in self.site_ids:
             return "idsite: unknown or invalid site"
+        authenticated = self._authenticates(token, site)
         if "cip" in params and not authenticated:
             return "cip requires a valid token_auth"
         for key in ("country", "region", "city", "lat", "long"):
@@ -304,6 +359,9 @@ class Collector:
         for key, value in params.items():
             if key.startswith("pf_") and value and (_int(value) is None or int(value) < 0):
                 return f"{key} must be a non-negative integer"
+        goal = _int(params.get("idgoal"))
+        if self._goals is not None and goal is not None and goal > 0 and goal not in self._goals:
+            return f"idgoal {goal} does not exist"
         if params.get("ec_id"):
             order = (str(site), params["ec_id"])
             if order in self._orders:

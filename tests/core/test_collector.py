@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from matomo_tracking.testing import Collector, CollectorServer
+from matomo_tracking.testing.collector import _GIF
 from tests.core.builders import NOW, TOKEN
 
 GIF_BYTES = 43
@@ -79,7 +80,7 @@ def test_invalid_single_hit_is_400() -> None:
     )
 
     assert status == 400
-    assert payload.startswith(b"This resource is part of Matomo")
+    assert payload == _GIF + b"This resource is part of Matomo."
     assert c.hits == []
     assert c.invalid == [({**PAGE_VIEW, "idsite": "9"}, "idsite: unknown or invalid site")]
 
@@ -113,11 +114,315 @@ def test_single_hit_token_in_post_body() -> None:
 def test_no_parameters(method: str, status: int) -> None:
     result = collector().handle(method, "/matomo.php", "", b"")
 
-    assert result == (status, [("content-type", "text/plain")], b"Matomo collector")
+    assert result == (status, [("content-type", "text/html")], b"This resource is part of Matomo.")
 
 
 def test_unknown_path_is_404() -> None:
     assert collector().handle("POST", "/track", "", b"")[0] == 404
+
+
+# -- every answer of matomo-tracking-api.md §1.4 and §4 a sender can trigger ---------------------
+
+WRITER = "write-token-for-site-2"
+NOTICE = b"This resource is part of Matomo."
+GIF_TYPE = [("content-type", "image/gif")]
+JSON_TYPE = [("content-type", "application/json")]
+CIP = {**PAGE_VIEW, "cip": "203.0.113.7"}
+SITE_2 = {**PAGE_VIEW, "idsite": "2"}
+BAD_SITE = {**PAGE_VIEW, "idsite": "9"}
+CA_PING = {**PAGE_VIEW, "ca": "1", "ping": "1"}
+
+
+def form(params: dict[str, str]) -> str:
+    return urlencode(params)
+
+
+def json_answer(**fields: object) -> tuple[int, list[tuple[str, str]], bytes]:
+    return 200, JSON_TYPE, json.dumps({"status": "success", **fields}).encode()
+
+
+#: (documented situation, method, query, body, the answer, hits stored, hits counted invalid)
+ANSWERS: list[tuple[str, str, str, bytes, tuple[int, list[tuple[str, str]], bytes], int, int]] = [
+    # single hits (§1.4)
+    ("single-recorded-gif", "GET", form(PAGE_VIEW), b"", (200, GIF_TYPE, _GIF), 1, 0),
+    (
+        "single-recorded-send-image-0",
+        "GET",
+        form({**PAGE_VIEW, "send_image": "0"}),
+        b"",
+        (204, [], b""),
+        1,
+        0,
+    ),
+    (
+        "single-post-form-recorded",
+        "POST",
+        "",
+        form({**PAGE_VIEW, "send_image": "0"}).encode(),
+        (204, [], b""),
+        1,
+        0,
+    ),
+    (
+        "single-excluded-rec-missing-answers-as-recorded",
+        "GET",
+        form({k: v for k, v in PAGE_VIEW.items() if k != "rec"}),
+        b"",
+        (200, GIF_TYPE, _GIF),
+        0,
+        0,
+    ),
+    (
+        "single-rejected-400-gif-then-notice",
+        "GET",
+        form(BAD_SITE),
+        b"",
+        (400, GIF_TYPE, _GIF + NOTICE),
+        0,
+        1,
+    ),
+    (
+        "single-rejected-send-image-0-400-notice",
+        "GET",
+        form({**BAD_SITE, "send_image": "0"}),
+        b"",
+        (400, [("content-type", "text/html")], NOTICE),
+        0,
+        1,
+    ),
+    (
+        "single-cip-without-token-400",
+        "GET",
+        form(CIP),
+        b"",
+        (400, GIF_TYPE, _GIF + NOTICE),
+        0,
+        1,
+    ),
+    (
+        "single-exception-ca-with-ping-400",
+        "GET",
+        form(CA_PING),
+        b"",
+        (400, GIF_TYPE, _GIF + NOTICE),
+        0,
+        1,
+    ),
+    (
+        "single-get-no-parameters-200",
+        "GET",
+        "",
+        b"",
+        (200, [("content-type", "text/html")], NOTICE),
+        0,
+        0,
+    ),
+    (
+        "single-post-no-parameters-400",
+        "POST",
+        "",
+        b"",
+        (400, [("content-type", "text/html")], NOTICE),
+        0,
+        0,
+    ),
+    (
+        "json-without-requests-is-no-hit-400",
+        "POST",
+        "",
+        json.dumps(PAGE_VIEW).encode(),
+        (400, [("content-type", "text/html")], NOTICE),
+        0,
+        0,
+    ),
+    (
+        "cors-preflight-204",
+        "OPTIONS",
+        "",
+        b"",
+        (
+            204,
+            [
+                ("access-control-allow-origin", "*"),
+                ("access-control-allow-methods", "GET, POST"),
+                ("access-control-allow-headers", "*"),
+            ],
+            b"",
+        ),
+        0,
+        0,
+    ),
+    # bulk (§4)
+    (
+        "bulk-success-counts",
+        "POST",
+        "",
+        bulk(PAGE_VIEW, PAGE_VIEW),
+        json_answer(tracked=2, invalid=0),
+        2,
+        0,
+    ),
+    (
+        "bulk-invalid-indices-with-a-super-user-token",
+        "POST",
+        "",
+        bulk(BAD_SITE, PAGE_VIEW, CIP, token_auth=TOKEN),
+        json_answer(tracked=2, invalid=1, invalid_indices=[0]),
+        2,
+        1,
+    ),
+    (
+        "bulk-counts-only-with-a-write-token",
+        "POST",
+        "",
+        bulk(BAD_SITE, SITE_2, {**SITE_2, "cip": "203.0.113.7"}, token_auth=WRITER),
+        json_answer(tracked=2, invalid=1),
+        2,
+        1,
+    ),
+    (
+        "bulk-write-token-without-access-to-the-site",
+        "POST",
+        "",
+        bulk(CIP, token_auth=WRITER),
+        json_answer(tracked=0, invalid=1),
+        0,
+        1,
+    ),
+    (
+        "bulk-counts-only-without-a-token",
+        "POST",
+        "",
+        bulk(CIP, PAGE_VIEW),
+        json_answer(tracked=1, invalid=1),
+        1,
+        1,
+    ),
+    (
+        "bulk-string-without-question-mark-silently-dropped",
+        "POST",
+        "",
+        bulk("idsite=9&rec=1", BAD_SITE, "?" + form(PAGE_VIEW), token_auth=TOKEN),
+        json_answer(tracked=1, invalid=1, invalid_indices=[0]),
+        1,
+        1,
+    ),
+    (
+        "bulk-send-image-0-is-204-and-still-tracks",
+        "POST",
+        "",
+        bulk(PAGE_VIEW, BAD_SITE, send_image=0),
+        (204, [], b""),
+        1,
+        1,
+    ),
+    (
+        "bulk-per-hit-send-image-ignored",
+        "POST",
+        "",
+        bulk({**PAGE_VIEW, "send_image": "0"}),
+        json_answer(tracked=1, invalid=0),
+        1,
+        0,
+    ),
+    (
+        "bulk-hit-token-used-without-a-top-level-token",
+        "POST",
+        "",
+        bulk("?" + form({**CIP, "token_auth": TOKEN})),
+        json_answer(tracked=1, invalid=0),
+        1,
+        0,
+    ),
+    (
+        "bulk-top-level-token-wins-over-a-hit-token",
+        "POST",
+        "",
+        bulk("?" + form({**CIP, "token_auth": TOKEN}), token_auth="wrong"),
+        json_answer(tracked=0, invalid=1),
+        0,
+        1,
+    ),
+    (
+        "bulk-token-on-the-url-is-not-applied",
+        "POST",
+        form({"token_auth": TOKEN}),
+        bulk(CIP),
+        json_answer(tracked=0, invalid=1),
+        0,
+        1,
+    ),
+    (
+        "bulk-malformed-body-tracks-nothing",
+        "POST",
+        "",
+        b'{"requests": [',
+        json_answer(tracked=0, invalid=0),
+        0,
+        0,
+    ),
+    (
+        "bulk-exception-500-and-the-batch-rolled-back",
+        "POST",
+        "",
+        bulk(PAGE_VIEW, BAD_SITE, CA_PING, PAGE_VIEW, token_auth=TOKEN),
+        (
+            500,
+            JSON_TYPE,
+            json.dumps(
+                {"status": "error", "tracked": 1, "invalid": 1, "invalid_indices": [1]}
+            ).encode(),
+        ),
+        0,
+        2,
+    ),
+    (
+        "bulk-unknown-goal-invalid",
+        "POST",
+        "",
+        bulk({**PAGE_VIEW, "idgoal": "7"}, {**PAGE_VIEW, "idgoal": "1"}),
+        json_answer(tracked=1, invalid=1),
+        1,
+        1,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "query", "body", "answer", "stored", "invalid"),
+    [row[1:] for row in ANSWERS],
+    ids=[row[0] for row in ANSWERS],
+)
+def test_answers_like_matomo(
+    method: str,
+    query: str,
+    body: bytes,
+    answer: tuple[int, list[tuple[str, str]], bytes],
+    stored: int,
+    invalid: int,
+) -> None:
+    c = Collector(
+        site_ids=(1, 2),
+        token_auth=TOKEN,
+        write_tokens={WRITER: [2]},
+        goal_ids=[1],
+        clock=lambda: NOW,
+    )
+
+    assert c.handle(method, "/matomo.php", query, body) == answer
+    assert (len(c.hits), len(c.invalid)) == (stored, invalid)
+    assert c.answered == [answer[0]]
+    for hit in c.hits:
+        assert "token_auth" not in hit.params
+        assert "send_image" not in hit.params
+
+
+def test_authenticated_hits_are_marked_per_site() -> None:
+    c = Collector(site_ids=(1, 2), token_auth=TOKEN, write_tokens={WRITER: [2]}, clock=lambda: NOW)
+
+    c.handle("POST", "/matomo.php", "", bulk(PAGE_VIEW, SITE_2, token_auth=WRITER))
+
+    assert [(h["idsite"], h.authenticated) for h in c.hits] == [("1", False), ("2", True)]
 
 
 # -- bulk ----------------------------------------------------------------------------------------
@@ -620,7 +925,7 @@ def test_wsgi_bad_content_length() -> None:
     )
 
     assert started == ["400 Bad Request"]
-    assert payload == [b"Matomo collector"]
+    assert payload == [b"This resource is part of Matomo."]
 
 
 def test_body_limit_answers_413() -> None:

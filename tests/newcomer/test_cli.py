@@ -126,26 +126,51 @@ def test_the_token_from_the_environment_is_used_and_never_printed(
     assert SENTINEL_TOKEN not in out
 
 
-def test_wrong_site_id_is_an_invalid_hit(
+def test_ok_reports_matomos_counts(
     matomo: CollectorServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out = run_check(capsys, matomo.base_url, "--site-id", "9")
-    assert code == 1
-    assert "the hit is invalid" in out
-    assert "site id 9 does not exist" in out
-    assert "Administration > Websites > Manage" in out
-    assert "token" in out
+    code, out = run_check(capsys, matomo.base_url)
+
+    assert code == 0
+    assert "Matomo answered: tracked=1, invalid=0" in out
 
 
-def test_wrong_token_is_an_invalid_hit_not_a_false_ok(
-    matomo: CollectorServer, capsys: pytest.CaptureFixture[str]
+WRITER = "w" * 32
+
+
+@pytest.mark.parametrize(
+    ("site", "token", "cause"),
+    [
+        ("9", SENTINEL_TOKEN, "site id 9 does not exist (unknown site)"),
+        ("9", None, "site id 9 does not exist (unknown site)"),
+        ("1", "0" * 32, "site 1 exists, but the token is not valid for it"),
+        ("1", WRITER, "site 1 exists, but the token is not valid for it"),
+    ],
+    ids=["unknown-site", "unknown-site-without-token", "unknown-token", "token-for-another-site"],
+)
+def test_an_invalid_hit_is_counted_and_its_cause_named(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    site: str,
+    token: str | None,
+    cause: str,
 ) -> None:
-    code = main(["check", "--url", matomo.base_url, "--token-auth", "0" * 32])
+    monkeypatch.delenv("MATOMO_TOKEN_AUTH", raising=False)
+    collector = Collector(site_ids=(1, 2), token_auth=SENTINEL_TOKEN, write_tokens={WRITER: [2]})
+    with CollectorServer(collector) as matomo:
+        args = ["check", "--url", matomo.base_url, "--site-id", site]
+        code = main([*args, "--token-auth", token] if token else args)
     out = capsys.readouterr().out
+
     assert code == 1
-    assert "the hit is invalid" in out
-    assert "the token is not valid" in out
+    assert "Matomo answered: tracked=0, invalid=1" in out
+    assert f"The hit is invalid: {cause}" in out
+    if token is not None:
+        assert "(cip)" in out or "unknown site" in out
+        assert token not in out
+    assert "Administration > Websites > Manage" in out
     assert "token accepted" not in out
+    assert collector.hits == [] or all(h.get("ping") == "1" for h in collector.hits)
 
 
 def test_connection_refused(capsys: pytest.CaptureFixture[str]) -> None:
