@@ -168,6 +168,9 @@ class DeliveryQueue:
         self.listeners: list[Listener] = [self._recorder.record]
         #: Where hits beyond the memory caps go instead of being dropped (None: dropped).
         self.overflow: list[EncodedHit] | None = None
+        #: Whether admitted hits may go into memory; False (a journal holds a backlog that
+        #: must go first, or the app only writes the journal): every one goes to ``overflow``.
+        self.hold = True
         # what waits (in lanes) and what is held (waiting or in flight), against the caps
         self._waiting = 0
         self._waiting_bytes = 0
@@ -203,7 +206,7 @@ class DeliveryQueue:
         if self._closed:
             self._emit(DeliveryEvent(EventKind.DROPPED, 1, "closed", hits=(hit,)))
             return Admission.DROPPED
-        if not self._fits(hit.size):
+        if not (self.hold and self._fits(hit.size)):
             if self.overflow is None:
                 self._emit(DeliveryEvent(EventKind.DROPPED, 1, "queue_full", hits=(hit,)))
                 self._warn_full(now)
@@ -231,6 +234,14 @@ class DeliveryQueue:
             self._hold(hit, now)
             taken += 1
         return taken
+
+    def hand_over(self, hits: Sequence[EncodedHit], reason: str = "") -> None:
+        """Hits admitted into ``overflow`` left this queue for good: written to a journal that
+        another process delivers (``reason`` empty), or lost (dropped for ``reason``: the
+        journal full or failing)."""
+        self.finished += len(hits)
+        if reason and hits:
+            self._emit(DeliveryEvent(EventKind.DROPPED, len(hits), reason, hits=hits))
 
     def _fits(self, size: int) -> bool:
         config = self.config

@@ -30,6 +30,7 @@ a time); several ``Journal`` objects, in one process or many, may share a file.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import sqlite3
@@ -75,9 +76,11 @@ CREATE TABLE hits (
     lane INTEGER NOT NULL,
     token INTEGER NOT NULL,
     data BLOB NOT NULL,
+    origin INTEGER NOT NULL,
     owner INTEGER,
     lease REAL
 );
+CREATE INDEX hits_free ON hits (id) WHERE lease IS NULL;
 CREATE INDEX hits_lease ON hits (lease) WHERE lease IS NOT NULL;
 CREATE INDEX hits_owner ON hits (owner) WHERE owner IS NOT NULL;
 CREATE TABLE totals (
@@ -104,9 +107,11 @@ class JournalError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class StoredHit(EncodedHit):
-    """An encoded hit read from the journal, with its row id (for ``settle``/``release``)."""
+    """An encoded hit read from the journal, with its row id (for ``settle``/``release``) and
+    the owner that appended it (``origin``)."""
 
     row: int = field(kw_only=True)
+    origin: int = field(kw_only=True, default=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,22 +133,23 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """What ``append`` did: hits ``stored`` (committed), dropped because the journal is
-    ``full`` (``spool_max_bytes``), dropped because it could not be written (``failed``)."""
+    """What ``append`` did: hits ``stored`` (committed, as rows ``first_row`` onwards),
+    dropped because the journal is ``full`` (``spool_max_bytes``), dropped because it could
+    not be written (``failed``)."""
 
     stored: int
     full: int = 0
     failed: int = 0
+    first_row: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class JournalCounts:
-    """The journal's content: ``rows`` and ``bytes`` (encoded hits) stored, rows ``leased``
-    now, and when a batch was last claimed by any process (None: never)."""
+    """The journal's content: ``rows`` and ``bytes`` (encoded hits) stored, and when a batch
+    was last claimed by any process (None: never)."""
 
     rows: int
     bytes: int
-    leased: int
     last_claim: float | None
 
 
@@ -327,12 +333,23 @@ class Journal:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def append(self, hits: Iterable[tuple[int, EncodedHit]], now: float) -> Appended:
-        """Store ``(lane, hit)`` pairs in one transaction, in order, as long as they fit in
-        ``max_bytes``; the rest are dropped (``full``). If the journal cannot be written,
-        nothing is stored (``failed``)."""
-        batch = list(hits)
-        if not batch:
+    def append(
+        self,
+        owner: int,
+        now: float,
+        *,
+        held: Sequence[EncodedHit] = (),
+        spare: Sequence[EncodedHit] = (),
+        lease: float = 0.0,
+    ) -> Appended:
+        """Store ``owner``'s new hits in one transaction, in order, each in the lane of its
+        visitor (``EncodedHit.visitor``, the same in every process): ``held``
+        ones leased to it until ``now + lease`` (it holds them in memory and delivers them),
+        then ``spare`` ones, free for any process to claim. As many as fit in ``max_bytes``
+        are stored (rows ``first_row``, ``first_row + 1``...), the rest dropped (``full``);
+        if the journal cannot be written, nothing is stored (``failed``)."""
+        total = len(held) + len(spare)
+        if not total:
             return Appended(0)
         try:
             db = self._conn()
@@ -341,16 +358,36 @@ class Journal:
             room = self.max_bytes - used
             rows = []
             size = 0
-            for lane, hit in batch:
-                data = hit.data
-                if size + len(data) > room:
-                    break
-                size += len(data)
-                rows.append((hit.created, lane, needs_token(data), data))
+            until = now + lease
+            for group, claim_owner, claim_lease in ((held, owner, until), (spare, None, None)):
+                for hit in group:
+                    data = hit.data
+                    if size + len(data) > room:
+                        break
+                    size += len(data)
+                    rows.append(
+                        (
+                            hit.created,
+                            hit.visitor,
+                            needs_token(data),
+                            data,
+                            owner,
+                            claim_owner,
+                            claim_lease,
+                        )
+                    )
+                else:
+                    continue
+                break
+            first = 0
             if rows:
                 db.executemany(
-                    "INSERT INTO hits (created, lane, token, data) VALUES (?, ?, ?, ?)", rows
+                    "INSERT INTO hits (created, lane, token, data, origin, owner, lease) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
                 )
+                # one transaction holds the write lock: its rows got consecutive ids
+                first = db.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows) + 1
                 db.execute(
                     "UPDATE totals SET rows = rows + ?, bytes = bytes + ? WHERE id = 0",
                     (len(rows), size),
@@ -358,8 +395,8 @@ class Journal:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._error("append", exc, now)
-            return Appended(0, failed=len(batch))
-        return Appended(len(rows), full=len(batch) - len(rows))
+            return Appended(0, failed=total)
+        return Appended(len(rows), full=total - len(rows), first_row=first)
 
     def claim(
         self,
@@ -387,15 +424,22 @@ class Journal:
                     (now, owner),
                 )
             }
-            cursor = db.execute(
-                "SELECT id, created, lane, data, owner FROM hits "
-                "WHERE (lease IS NULL OR lease <= ?) AND (owner IS NULL OR owner != ?) "
-                "ORDER BY id",
+            # free rows: never claimed or released at once (lease NULL, in id order), and
+            # rows whose lease ended (another owner's, or released to retry later)
+            columns = "id, created, lane, data, owner, origin"
+            ended = db.execute(
+                f"SELECT {columns} FROM hits INDEXED BY hits_lease "  # noqa: S608
+                "WHERE lease <= ? AND (owner IS NULL OR owner != ?)",
                 (now, owner),
+            ).fetchall()
+            ended.sort()
+            cursor = db.execute(
+                f"SELECT {columns} FROM hits INDEXED BY hits_free "  # noqa: S608
+                "WHERE lease IS NULL ORDER BY id"
             )
-            picked: list[tuple[int, float, int, bytes, int | None]] = []
+            picked: list[tuple[int, float, int, bytes, int | None, int]] = []
             size = 0
-            for row in cursor:
+            for row in heapq.merge(ended, cursor):
                 lane = row[2]
                 if lane in busy or (wanted is not None and lane not in wanted):
                     continue
@@ -424,7 +468,7 @@ class Journal:
         # by creation time (a request's hits share theirs and keep their order).
         picked.sort(key=lambda r: r[1])
         return Claim(
-            hits=tuple(StoredHit(r[3], r[1], row=r[0]) for r in picked),
+            hits=tuple(StoredHit(r[3], r[1], r[2], row=r[0], origin=r[5]) for r in picked),
             lanes=frozenset(r[2] for r in picked),
             until=until,
             possible_duplicates=sum(1 for r in picked if r[4] is not None),
@@ -488,18 +532,30 @@ class Journal:
     # -- reading -----------------------------------------------------------------------------
 
     def counts(self, now: float) -> JournalCounts | None:
-        """Rows and bytes stored, rows leased at ``now``, the last claim's time; None on an
+        """Rows and bytes stored and the last claim's time (one row read); None on an
         error."""
         try:
-            db = self._conn()
-            rows, size, last_claim = db.execute(
-                "SELECT rows, bytes, last_claim FROM totals WHERE id = 0"
-            ).fetchone()
-            leased = db.execute("SELECT count(*) FROM hits WHERE lease > ?", (now,)).fetchone()[0]
+            rows, size, last_claim = (
+                self._conn()
+                .execute("SELECT rows, bytes, last_claim FROM totals WHERE id = 0")
+                .fetchone()
+            )
         except sqlite3.Error as exc:
             self._error("counts", exc, now)
             return None
-        return JournalCounts(int(rows), int(size), int(leased), last_claim)
+        return JournalCounts(int(rows), int(size), last_claim)
+
+    def leased(self, now: float) -> int:
+        """Rows leased at ``now`` (held by an owner, or released until a later time); -1 on
+        an error."""
+        try:
+            found = (
+                self._conn().execute("SELECT count(*) FROM hits WHERE lease > ?", (now,)).fetchone()
+            )
+        except sqlite3.Error as exc:
+            self._error("leased", exc, now)
+            return -1
+        return int(found[0])
 
     def needing_token(self, now: float, *, max_age: float) -> int:
         """Rows Matomo accepts only with a valid ``token_auth``: hits carrying ``cip`` (or a

@@ -23,9 +23,10 @@ from matomo_tracking.journal import Journal
 from matomo_tracking.wire import EncodedHit
 
 
-def hit(number: int) -> EncodedHit:
-    """The hit numbered ``number`` (its number is in its JSON, its creation time is fixed)."""
-    return EncodedHit(b'{"idsite":"1","n":"%d"}' % number, 1_000.0)
+def hit(number: int, lane: int = 0) -> EncodedHit:
+    """The hit numbered ``number`` of visitor ``lane`` (its number is in its JSON, its
+    creation time is fixed)."""
+    return EncodedHit(b'{"idsite":"1","n":"%d"}' % number, 1_000.0, lane)
 
 
 def number_of(data: bytes) -> int:
@@ -40,7 +41,9 @@ def main(argv: list[str]) -> int:
         start, count, lanes = (int(a) for a in argv[2:5])
         for first in range(start, start + count, 10):
             numbers = range(first, min(first + 10, start + count))
-            stored = journal.append([(n % lanes, hit(n)) for n in numbers], time.time())
+            stored = journal.append(
+                os.getpid(), time.time(), spare=[hit(n, n % lanes) for n in numbers]
+            )
             assert stored.stored == len(numbers), stored
         return 0
     if command == "drain":

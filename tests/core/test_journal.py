@@ -57,8 +57,8 @@ def journal(path: Path) -> Iterator[Journal]:
 
 
 def fill(journal: Journal, count: int, lanes: int = 1, start: int = 0) -> None:
-    stored = journal.append([(n % lanes, hit(n)) for n in range(start, start + count)], 10.0)
-    assert stored == Appended(count)
+    stored = journal.append(A, 10.0, spare=[hit(n, n % lanes) for n in range(start, start + count)])
+    assert (stored.stored, stored.full, stored.failed) == (count, 0, 0)
 
 
 # -- the file ---------------------------------------------------------------------------------
@@ -91,7 +91,8 @@ def test_committed_hits_are_there_for_the_next_journal_on_the_file(path: Path) -
     assert numbers(second.claim(A, 20.0, lease=60, max_hits=100, max_bytes=BIG)) == [0, 1, 2, 3, 4]
     counts = second.counts(20.0)
     assert counts is not None
-    assert (counts.rows, counts.leased, counts.last_claim) == (5, 5, 20.0)
+    assert (counts.rows, counts.last_claim) == (5, 20.0)
+    assert second.leased(20.0) == 5
     second.close()
 
 
@@ -102,7 +103,7 @@ def test_the_journal_holds_hits_never_the_token(journal: Journal, path: Path) ->
     encoded = [encode_hit(h) for h in hits]
     assert needs_token(encoded[0].data)  # a token config sends cip
 
-    journal.append([(0, h) for h in encoded], 10.0)
+    journal.append(A, 10.0, spare=encoded)
     claim = journal.claim(A, 11.0, lease=60, max_hits=10, max_bytes=BIG)
     assert claim is not None
     journal.release(A, claim.rows, 12.0)
@@ -285,6 +286,28 @@ def test_claims_take_the_oldest_rows_within_the_batch_bounds(journal: Journal) -
     assert first.lanes == frozenset({0, 1, 2, 3})
 
 
+def test_held_hits_are_leased_to_their_writer_and_spare_ones_free_for_all(
+    journal: Journal,
+) -> None:
+    written = journal.append(A, 10.0, held=[hit(0), hit(1, 1)], spare=[hit(2, 2), hit(3)], lease=30)
+    assert written == Appended(4, first_row=1)
+
+    # A holds rows 1 and 2 in memory: neither A nor B claims them; B skips A's lane 0
+    claim_b = journal.claim(B, 11.0, lease=30, max_hits=100, max_bytes=BIG)
+    assert numbers(claim_b) == [2]
+    assert claim_b is not None
+    assert [(h.row, h.origin) for h in claim_b.hits] == [(3, A)]
+    claim_a = journal.claim(A, 11.0, lease=30, max_hits=100, max_bytes=BIG)
+    assert numbers(claim_a) == [3]
+    assert journal.settle(A, [1, 2], 12.0) == 2
+    # A's held rows whose lease ended while A was gone: claimed as possible duplicates
+    journal.append(A, 20.0, held=[hit(5, 5)], lease=5)
+    late = journal.claim(B, 25.0, lease=30, max_hits=100, max_bytes=BIG)
+    assert numbers(late) == [5]
+    assert late is not None
+    assert late.possible_duplicates == 1
+
+
 def test_a_single_hit_larger_than_a_batch_goes_alone(journal: Journal) -> None:
     fill(journal, 2)
 
@@ -293,7 +316,7 @@ def test_a_single_hit_larger_than_a_batch_goes_alone(journal: Journal) -> None:
 
 def test_nothing_to_claim(journal: Journal) -> None:
     assert journal.claim(A, 20.0, lease=60, max_hits=100, max_bytes=BIG) is None
-    assert journal.append([], 20.0) == Appended(0)
+    assert journal.append(A, 20.0) == Appended(0)
 
 
 def test_settled_rows_are_gone_and_counted_out(journal: Journal) -> None:
@@ -309,7 +332,8 @@ def test_settled_rows_are_gone_and_counted_out(journal: Journal) -> None:
 
     counts = journal.counts(21.0)
     assert counts is not None
-    assert (counts.rows, counts.bytes, counts.leased) == (2, 2 * len(hit(4).data), 0)
+    assert (counts.rows, counts.bytes) == (2, 2 * len(hit(4).data))
+    assert journal.leased(21.0) == 0
     assert numbers(journal.claim(A, 22.0, lease=60, max_hits=100, max_bytes=BIG)) == [4, 5]
 
 
@@ -398,16 +422,14 @@ def test_renewing_keeps_the_leases(journal: Journal) -> None:
     assert journal.renew(B, 28.0, lease=10) == 0
 
     assert journal.claim(B, 35.0, lease=10, max_hits=100, max_bytes=BIG) is None
-    counts = journal.counts(37.9)
-    assert counts is not None
-    assert counts.leased == 2
+    assert journal.leased(37.9) == 2
     assert journal.settle(A, claim.rows, 36.0) == 2
 
 
 def test_hits_of_a_batch_go_by_creation_time_keeping_a_requests_order(journal: Journal) -> None:
     # committed late by another process: hit 3 happened before hits 1 and 2
-    journal.append([(0, EncodedHit(b'{"n":"1"}', 5.0)), (0, EncodedHit(b'{"n":"2"}', 5.0))], 9.0)
-    journal.append([(1, EncodedHit(b'{"n":"3"}', 4.0))], 9.0)
+    journal.append(A, 9.0, spare=[EncodedHit(b'{"n":"1"}', 5.0), EncodedHit(b'{"n":"2"}', 5.0)])
+    journal.append(A, 9.0, spare=[EncodedHit(b'{"n":"3"}', 4.0, 1)])
 
     assert numbers(journal.claim(A, 10.0, lease=9, max_hits=100, max_bytes=BIG)) == [3, 1, 2]
 
@@ -416,13 +438,15 @@ def test_a_full_journal_keeps_what_fits_and_drops_the_rest(path: Path) -> None:
     size = len(hit(0).data)
     journal = Journal(path, max_bytes=5 * size)
 
-    assert journal.append([(0, hit(n)) for n in range(3)], 10.0) == Appended(3)
-    assert journal.append([(0, hit(n)) for n in range(3, 6)], 10.0) == Appended(2, full=1)
-    assert journal.append([(0, hit(6))], 10.0) == Appended(0, full=1)
+    assert journal.append(A, 10.0, spare=[hit(n) for n in range(3)]) == Appended(3, first_row=1)
+    assert journal.append(A, 10.0, spare=[hit(n) for n in range(3, 6)]) == Appended(
+        2, full=1, first_row=4
+    )
+    assert journal.append(A, 10.0, spare=[hit(6)]) == Appended(0, full=1)
     claim = journal.claim(A, 11.0, lease=9, max_hits=2, max_bytes=BIG)
     assert claim is not None
     journal.settle(A, claim.rows, 11.0)
-    assert journal.append([(0, hit(7))], 12.0) == Appended(1)  # room again
+    assert journal.append(A, 12.0, spare=[hit(7)]) == Appended(1, first_row=6)  # room again
 
     all_rows = journal.claim(A, 13.0, lease=9, max_hits=100, max_bytes=BIG)
     assert numbers(all_rows) == [2, 3, 4, 7]
@@ -454,12 +478,13 @@ def test_which_hits_need_a_token(data: bytes, needed: bool) -> None:
 
 def test_old_hits_and_hits_with_an_ip_need_a_token(journal: Journal) -> None:
     journal.append(
-        [
-            (0, EncodedHit(b'{"idsite":"1"}', 1_000.0)),
-            (0, EncodedHit(b'{"idsite":"1","cip":"192.0.2.1"}', 90_000.0)),
-            (0, EncodedHit(b'{"idsite":"1"}', 90_000.0)),
-        ],
+        A,
         90_000.0,
+        spare=[
+            EncodedHit(b'{"idsite":"1"}', 1_000.0),
+            EncodedHit(b'{"idsite":"1","cip":"192.0.2.1"}', 90_000.0),
+            EncodedHit(b'{"idsite":"1"}', 90_000.0),
+        ],
     )
 
     assert journal.needing_token(90_000.0, max_age=82_800.0) == 2
@@ -475,16 +500,17 @@ def test_a_journal_that_breaks_later_fails_counted_and_rate_limited(
     fill(journal, 2)
     vandal = sqlite3.connect(path)
     vandal.execute("DROP TABLE hits")
+    vandal.execute("DROP TABLE totals")
     vandal.commit()
     vandal.close()
 
     with caplog.at_level(logging.DEBUG, logger="matomo_tracking.journal"):
-        assert journal.append([(0, hit(9))], 100.0) == Appended(0, failed=1)
-        assert journal.append([(0, hit(9))], 101.0) == Appended(0, failed=1)
+        assert journal.append(A, 100.0, spare=[hit(9)]) == Appended(0, failed=1)
+        assert journal.append(A, 101.0, spare=[hit(9)]) == Appended(0, failed=1)
         assert journal.claim(A, 102.0, lease=9, max_hits=9, max_bytes=BIG) is None
         assert journal.counts(103.0) is None
         assert journal.needing_token(103.0, max_age=1.0) == -1
-        assert journal.append([(0, hit(9))], 161.0) == Appended(0, failed=1)
+        assert journal.append(A, 161.0, spare=[hit(9)]) == Appended(0, failed=1)
 
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage().split(" failed")[0][-6:] for r in warnings] == [
@@ -523,11 +549,11 @@ def test_a_journal_locked_by_another_process_fails_the_append_not_the_caller(
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        assert journal.append([(0, hit(1))], 10.0) == Appended(0, failed=1)
+        assert journal.append(A, 10.0, spare=[hit(1)]) == Appended(0, failed=1)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert journal.append([(0, hit(2))], 11.0) == Appended(1)
+    assert journal.append(A, 11.0, spare=[hit(2)]) == Appended(1, first_row=1)
     assert journal.last_error is not None
     assert "locked" in journal.last_error
     journal.close()
@@ -538,7 +564,7 @@ def test_a_journal_deleted_under_a_process_does_not_raise(journal: Journal, path
     for p in path.parent.iterdir():
         p.unlink()
 
-    outcome = journal.append([(0, hit(3))], 10.0)
+    outcome = journal.append(A, 10.0, spare=[hit(3)])
     assert outcome.stored + outcome.failed == 1  # SQLite may still write the unlinked file
 
 
