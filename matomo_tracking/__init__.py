@@ -4,6 +4,7 @@ and bulk bodies out, plus the delivery policy every dispatcher executes.
 No network, threads, asyncio, clock or random reads: time and randomness are passed in.
 """
 
+from matomo_tracking._version import __version__ as __version__
 from matomo_tracking.actions import EcommerceItem
 from matomo_tracking.bots import BotInfo, classify_user_agent, is_ai_bot, is_bot
 from matomo_tracking.config import DEFAULT_REDACTED_QUERY_PARAMS, TrackingConfig
