@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from matomo_tracking.actions import custom_variables_json
+
 if TYPE_CHECKING:
     from matomo_tracking.config import TrackingConfig
 
@@ -174,6 +176,8 @@ def tracking_code(
     nonce: str | None = None,
     noscript: bool = False,
     extra_commands: Iterable[Sequence[object]] = (),
+    page_variables: Mapping[int, tuple[str, str]] | None = None,
+    visit_variables: Mapping[int, tuple[str, str]] | None = None,
 ) -> TrackingCode:
     """The standard Matomo JavaScript tracking code for one page.
 
@@ -190,6 +194,9 @@ def tracking_code(
     - ``noscript``: add a ``<noscript>`` tracking image for visitors without JavaScript.
     - ``extra_commands``: more ``[method, *args]`` commands, pushed after the ones above and
       before ``trackPageView`` (e.g. ``[["setDomains", ["*.example.org"]]]``).
+    - ``page_variables`` / ``visit_variables``: legacy custom variables ``{slot: (name,
+      value)}``, pushed as ``setCustomVariable`` in ``page`` / ``visit`` scope (and sent as
+      ``cvar`` / ``_cvar`` by the ``<noscript>`` image).
 
     Every value is validated (``ValueError`` naming the argument) and encoded as JSON made
     safe for ``<script>``. Returns a ``TrackingCode`` (a safe-HTML ``str``).
@@ -220,6 +227,10 @@ def tracking_code(
     else:
         nonce = None
     extra = _commands(extra_commands)
+    scoped = {
+        "page": _custom_variables("page_variables", page_variables),
+        "visit": _custom_variables("visit_variables", visit_variables),
+    }
 
     commands: list[list[object]] = []
     if title is not None:
@@ -227,6 +238,11 @@ def tracking_code(
     if user is not None:
         commands.append(["setUserId", user])
     commands.extend(["setCustomDimension", dim_id, value] for dim_id, value in sorted(dims.items()))
+    for scope, variables in scoped.items():
+        commands.extend(
+            ["setCustomVariable", slot, name, value, scope]
+            for slot, (name, value) in sorted(variables.items())
+        )
     if disable_cookies:
         commands.append(["disableCookies"])
     commands.extend(extra)
@@ -250,19 +266,49 @@ def tracking_code(
         "</script>",
     ]
     if noscript:
-        lines.append(_noscript(base, site_id, user, title, dims))
+        lines.append(_noscript(base, site_id, user, title, dims, scoped))
     return TrackingCode("\n".join(lines) + "\n")
 
 
+def _custom_variables(key: str, value: object) -> dict[int, tuple[str, str]]:
+    if value is None:
+        return {}
+    accepted = "a mapping of slot (int > 0) to a (name, value) pair of strings"
+    if not isinstance(value, Mapping):
+        raise _fail(key, value, accepted)
+    variables: dict[int, tuple[str, str]] = {}
+    for slot, pair in value.items():
+        if (
+            not _positive_int(slot)
+            or not isinstance(pair, tuple | list)
+            or len(pair) != 2
+            or not all(isinstance(part, str) for part in pair)
+        ):
+            raise _fail(key, value, accepted)
+        variables[slot] = (pair[0], pair[1])
+    return variables
+
+
 def _noscript(
-    base: str, site_id: int, user: str | None, title: str | None, dims: Mapping[int, str]
+    base: str,
+    site_id: int,
+    user: str | None,
+    title: str | None,
+    dims: Mapping[int, str],
+    scoped: Mapping[str, Mapping[int, tuple[str, str]]],
 ) -> str:
+    # What Matomo reads from an image request: the page URL and the visitor's user agent and
+    # language come from the request itself (its Referer and headers), so they are not sent.
     params: list[tuple[str, str]] = [("idsite", str(site_id)), ("rec", "1")]
     if title is not None:
         params.append(("action_name", title))
     if user is not None:
         params.append(("uid", user))
     params.extend((f"dimension{dim_id}", value) for dim_id, value in sorted(dims.items()))
+    for scope, key in (("page", "cvar"), ("visit", "_cvar")):
+        variables = scoped[scope]
+        if variables:
+            params.append((key, custom_variables_json(variables, max(variables))))
     # Lone surrogates cannot be UTF-8 encoded; they become "?" (Matomo could not store them).
     query = "&".join(
         f"{name}={quote(value.encode('utf-8', 'replace'), safe='')}" for name, value in params

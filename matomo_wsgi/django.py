@@ -6,22 +6,27 @@ MIDDLEWARE = ["matomo_wsgi.django.MatomoMiddleware", ...]
 ```
 
 It reads the keys of the older ``django-matomo-api-tracking`` app (``url``, ``site_id``,
-``ignore_paths``, ``token_auth``, ``ignore_html``, ``timeout``) and every ``TrackingConfig``
-option, plus ``dispatcher`` (an object or a dotted path to one) and ``http_client`` (an
-``httpx.Client``); ``js_url`` belongs to the ``{% matomo_tracking_code %}`` tag. The older
-app's other keys are accepted with a warning naming what replaces them. Sync and async: under
-Django's ASGI handler it runs on the event loop, no thread hop.
+``ignore_paths``, ``token_auth``, ``ignore_html``, ``ignore_status_codes``, ``timeout``,
+``url_masks``) and every ``TrackingConfig`` option, plus ``dispatcher`` (an object or a dotted
+path to one) and ``http_client`` (an ``httpx.Client``); ``js_url`` belongs to the
+``{% matomo_tracking_code %}`` tag. The older app's other keys are accepted with a warning
+naming what replaces them. As settings often come from the environment, numeric keys also take
+their value as text (``"timeout": "8"``) and an empty ``token_auth`` or ``visitor_salt`` means
+none. Sync and async: under Django's ASGI handler it runs on the event loop, no thread hop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import stat
 import time
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -37,7 +42,14 @@ from matomo_wsgi.context import ENVIRON_KEY
 from matomo_wsgi.dispatcher import ThreadDispatcher
 from matomo_wsgi.routes import django_route
 
-__all__ = ["SETTING", "MatomoMiddleware", "authenticated_user_id", "config_from_settings"]
+__all__ = [
+    "SETTING",
+    "MatomoMiddleware",
+    "UrlMasks",
+    "authenticated_user_id",
+    "config_from_settings",
+    "url_masks",
+]
 
 #: The name of the Django setting.
 SETTING = "MATOMO_API_TRACKING"
@@ -59,6 +71,18 @@ _LEGACY_KEYS = {
 }
 # Keys of the same dict read by others: the template tag's base URL for browsers.
 _OTHER_KEYS = ("js_url",)
+# Options whose value may be given as text here (settings filled from the environment).
+_NUMBER_TYPES = {"int": int, "float": float, "int | None": int}
+_NUMERIC_KEYS = {
+    f.name: _NUMBER_TYPES[str(f.type)]
+    for f in dataclasses.fields(TrackingConfig)
+    if str(f.type) in _NUMBER_TYPES
+}
+_EMPTY_MEANS_NONE = ("token_auth", "visitor_salt", "base_url", "bot_source")
+# What an encoded URL path keeps as is when a masked path is encoded again.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+
+UrlMasks = tuple[tuple["re.Pattern[str]", str], ...]
 
 
 def _legacy(message: str) -> None:
@@ -100,6 +124,9 @@ def config_from_settings(
     site_id = options.get("site_id")
     if isinstance(site_id, str) and site_id.strip().isdigit():
         options["site_id"] = int(site_id)  # the older app passed it through as text
+    _from_text(options)
+    options.pop("url_masks", None)  # applied by the middleware to the page URL's path
+    url_masks(value)  # a bad one is named at startup
     dispatcher = options.pop("dispatcher", None)
     if isinstance(dispatcher, str):
         try:
@@ -129,6 +156,78 @@ def config_from_settings(
     return config, dispatcher, http_client
 
 
+def _from_text(options: dict[str, Any]) -> None:
+    """Numbers given as text, as settings read from the environment are: ``"8"`` for a
+    timeout, ``["404", "500"]`` for ``ignore_status_codes``; an empty ``token_auth`` (and the
+    like) or an empty number means unset. Constructor keywords stay strict."""
+    for key in _EMPTY_MEANS_NONE:
+        if isinstance(options.get(key), str) and not options[key].strip():
+            del options[key]
+    for key, kind in _NUMERIC_KEYS.items():
+        value = options.get(key)
+        if not isinstance(value, str):
+            continue
+        if not value.strip():
+            del options[key]
+            continue
+        try:
+            options[key] = kind(value.strip())
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{SETTING}: {key}={value!r} is invalid: expected a number"
+            ) from None
+    codes = options.get("ignore_status_codes")
+    if isinstance(codes, list | tuple | set | frozenset):
+        options["ignore_status_codes"] = [
+            int(c) if isinstance(c, str) and c.strip().isascii() and c.strip().isdigit() else c
+            for c in codes
+        ]
+
+
+def url_masks(value: object) -> UrlMasks:
+    """The ``url_masks`` of a ``MATOMO_API_TRACKING`` dict (as django-matomo-api-tracking
+    0.4 reads it): ``(pattern, replacement)`` pairs, applied in order with ``re.sub`` to the
+    path of the page URL sent to Matomo, so that ids in paths collapse to one placeholder.
+    Raises ``ImproperlyConfigured`` naming a bad one."""
+    masks = value.get("url_masks", ()) if isinstance(value, Mapping) else ()
+    if masks is None:
+        return ()
+    if isinstance(masks, str | bytes) or not isinstance(masks, list | tuple):
+        raise ImproperlyConfigured(
+            f"{SETTING}: url_masks={masks!r} is invalid: expected a list of "
+            "(pattern, replacement) pairs"
+        )
+    compiled: list[tuple[re.Pattern[str], str]] = []
+    for mask in masks:
+        if (
+            not isinstance(mask, list | tuple)
+            or len(mask) != 2
+            or not all(isinstance(part, str) for part in mask)
+        ):
+            raise ImproperlyConfigured(
+                f"{SETTING}: url_masks entry {mask!r} is invalid: expected a "
+                "(pattern, replacement) pair of strings"
+            )
+        try:
+            compiled.append((re.compile(mask[0]), mask[1]))
+        except re.error as exc:
+            raise ImproperlyConfigured(
+                f"{SETTING}: url_masks pattern {mask[0]!r} is invalid: {exc}"
+            ) from None
+    return tuple(compiled)
+
+
+def _masked(view: RequestView, masks: UrlMasks) -> RequestView:
+    """``view`` with its URL path masked (filters and routes still see the real path)."""
+    path = unquote(view.url_path)
+    masked = path
+    for pattern, replacement in masks:
+        masked = pattern.sub(replacement, masked)
+    if masked == path:
+        return view
+    return replace(view, url_path=quote(masked, safe=_PATH_SAFE))
+
+
 def authenticated_user_id(view: RequestView) -> str | None:
     """A ``user_id`` hook: the primary key of Django's authenticated user (what the older app
     sent as ``uid``), or None. ``{"user_id": matomo_wsgi.django.authenticated_user_id}``."""
@@ -139,14 +238,15 @@ def authenticated_user_id(view: RequestView) -> str | None:
     return None if pk is None else str(pk)
 
 
-def _view(request: Any) -> RequestView:
+def _view(request: Any, masks: UrlMasks = ()) -> RequestView:
     scope = getattr(request, "scope", None)
     if isinstance(scope, Mapping) and scope.get("type") == "http":
         # Django's ASGIRequest: the scope has the scheme and the raw path that META lacks.
         view = request_from_asgi(scope)
     else:
         view = request_from_wsgi(request.META)
-    return replace(view, source=request)
+    view = replace(view, source=request)
+    return _masked(view, masks) if masks else view
 
 
 class MatomoMiddleware:
@@ -169,7 +269,9 @@ class MatomoMiddleware:
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
-        config, dispatcher, http_client = config_from_settings(getattr(settings, SETTING, None))
+        value = getattr(settings, SETTING, None)
+        config, dispatcher, http_client = config_from_settings(value)
+        self._masks = url_masks(value)
         if dispatcher is None:
             dispatcher = ThreadDispatcher(config, http_client=http_client)
         self.config = config
@@ -185,7 +287,7 @@ class MatomoMiddleware:
         meta = request.META
         if ENVIRON_KEY in meta:  # an outer Matomo middleware already decided
             return self.get_response(request)
-        pending = self._tracking.begin(meta, lambda: _view(request))
+        pending = self._tracking.begin(meta, lambda: _view(request, self._masks))
         if pending is None:
             return self.get_response(request)
         try:
@@ -200,7 +302,7 @@ class MatomoMiddleware:
         meta = request.META
         if ENVIRON_KEY in meta:
             return await self.get_response(request)
-        pending = self._tracking.begin(meta, lambda: _view(request))
+        pending = self._tracking.begin(meta, lambda: _view(request, self._masks))
         if pending is None:
             return await self.get_response(request)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -244,6 +245,10 @@ def test_bad_site_id_is_refused(site_id: object) -> None:
         ("extra_commands", [["setDomains", object()]]),
         ("extra_commands", [["setX", float("nan")]]),
         ("extra_commands", 5),
+        ("page_variables", [("Plan", "pro")]),
+        ("page_variables", {0: ("Plan", "pro")}),
+        ("visit_variables", {1: ("Plan",)}),
+        ("visit_variables", {1: ("Plan", 3)}),
     ],
 )
 def test_bad_value_is_refused_naming_the_argument(key: str, value: object) -> None:
@@ -334,3 +339,31 @@ def test_install_jinja_defaults_and_overrides() -> None:
         function(token_auth=SECRET)
     later = install_jinja(_Env(), site_id=1)  # url may be given per page
     assert later(url=URL) == BASIC
+
+
+def test_custom_variables_in_the_script_and_the_noscript_image_as_python_piwik_sent() -> None:
+    # python-piwik's tracking_code() pushed setCustomVariable per scope and its <noscript>
+    # image carried cvar/_cvar (with the title and user id); so do these.
+    code = tracking_code(
+        url=URL,
+        site_id=3,
+        document_title="Pricing",
+        user_id="u-1",
+        page_variables={1: ("Plan", "pro")},
+        visit_variables={2: ("Role", "admin")},
+        noscript=True,
+    )
+
+    assert '_paq.push(["setCustomVariable", 1, "Plan", "pro", "page"]);' in code
+    assert '_paq.push(["setCustomVariable", 2, "Role", "admin", "visit"]);' in code
+    assert code.index("setCustomVariable") < code.index("trackPageView")
+    image = code.split('src="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    query = dict(parse_qsl(image.split("?", 1)[1]))
+    assert query == {
+        "idsite": "3",
+        "rec": "1",
+        "action_name": "Pricing",
+        "uid": "u-1",
+        "cvar": '{"1":["Plan","pro"]}',
+        "_cvar": '{"2":["Role","admin"]}',
+    }

@@ -177,6 +177,12 @@ def _middleware() -> MatomoMiddleware:
         ({"url": COLLECTOR_URL, "dispatcher": "no.such.module.thing"}, "dispatcher"),
         ({"url": COLLECTOR_URL, "dispatcher": 42}, "dispatcher"),
         ({"url": COLLECTOR_URL, "http_client": "x"}, "http_client"),
+        ({"url": COLLECTOR_URL, "timeout": "soon"}, "timeout='soon'"),
+        ({"url": COLLECTOR_URL, "batch_max_hits": "1.5"}, "batch_max_hits"),
+        ({"url": COLLECTOR_URL, "ignore_status_codes": ["redirect"]}, "ignore_status_codes"),
+        ({"url": COLLECTOR_URL, "url_masks": "/id/"}, "url_masks"),
+        ({"url": COLLECTOR_URL, "url_masks": [("/id/",)]}, "url_masks entry"),
+        ({"url": COLLECTOR_URL, "url_masks": [("(", "x")]}, "url_masks pattern"),
         ("https://matomo.example.org", "MATOMO_API_TRACKING"),
         (None, "MATOMO_API_TRACKING"),
     ],
@@ -188,6 +194,56 @@ def test_invalid_settings_are_improperly_configured_at_startup(value: Any, named
         pytest.raises(ImproperlyConfigured, match=named),
     ):
         _middleware()
+
+
+def test_url_masks_collapse_ids_in_the_page_url_path(
+    matomo: dict[str, Any], collector: Collector
+) -> None:
+    # django-matomo-api-tracking 0.4's url_masks: (pattern, replacement) pairs applied in
+    # order with re.sub to the path of the URL sent to Matomo.
+    masks = [(r"/items/\d+/", "/items/ID/"), (r"ID", "<id>"), (r"é", "e")]
+    with override_settings(
+        MATOMO_API_TRACKING={**matomo, "url_masks": masks, "ignore_paths": ["/items/7/"]}
+    ):
+        client = Client()
+        client.get("/items/42/?a=%C3%A9")
+        client.get("/items/7/")  # ignore_paths sees the real path
+        client.get("/event/")
+
+    item, event, _ = collector.hits
+    assert item["url"] == "http://testserver/items/%3Cid%3E/?a=%C3%A9"  # as Django encodes it
+    assert item["action_name"] == "/items/<int:pk>/"  # the route, as without masks
+    assert event["url"] == "http://testserver/event/"
+
+
+def test_numbers_in_the_settings_dict_may_be_text_and_an_empty_token_is_none() -> None:
+    text = {
+        "url": COLLECTOR_URL,
+        "site_id": "3",
+        "timeout": "8",
+        "batch_max_hits": "10",
+        "sample_rate": "0.5",
+        "status_dimension": "1",
+        "bytes_dimension": "",
+        "ignore_status_codes": ["404", 500],
+        "token_auth": "",
+        "visitor_salt": " ",
+    }
+    with override_settings(MATOMO_API_TRACKING=text):
+        config = _middleware().config
+
+    assert (config.site_id, config.timeout, config.batch_max_hits) == (3, 8.0, 10)
+    assert (config.sample_rate, config.status_dimension, config.bytes_dimension) == (0.5, 1, None)
+    assert config.ignore_status_codes == frozenset({404, 500})
+    assert (config.token_auth, config.visitor_salt) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("timeout", "8"), ("token_auth", ""), ("batch_max_hits", "10")]
+)
+def test_constructor_keywords_stay_strict(key: str, value: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        WSGIMiddleware(lambda environ, start_response: [], url=COLLECTOR_URL, **{key: value})
 
 
 def test_the_token_is_masked_in_setting_errors() -> None:
