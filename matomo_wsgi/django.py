@@ -42,14 +42,7 @@ from matomo_wsgi.context import ENVIRON_KEY
 from matomo_wsgi.dispatcher import ThreadDispatcher
 from matomo_wsgi.routes import django_route
 
-__all__ = [
-    "SETTING",
-    "MatomoMiddleware",
-    "UrlMasks",
-    "authenticated_user_id",
-    "config_from_settings",
-    "url_masks",
-]
+__all__ = ["SETTING", "MatomoMiddleware", "authenticated_user_id", "config_from_settings"]
 
 #: The name of the Django setting.
 SETTING = "MATOMO_API_TRACKING"
@@ -82,7 +75,7 @@ _EMPTY_MEANS_NONE = ("token_auth", "visitor_salt", "base_url", "bot_source")
 # What an encoded URL path keeps as is when a masked path is encoded again.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 
-UrlMasks = tuple[tuple["re.Pattern[str]", str], ...]
+_UrlMasks = tuple[tuple["re.Pattern[str]", str], ...]
 
 
 def _legacy(message: str) -> None:
@@ -126,7 +119,7 @@ def config_from_settings(
         options["site_id"] = int(site_id)  # the older app passed it through as text
     _from_text(options)
     options.pop("url_masks", None)  # applied by the middleware to the page URL's path
-    url_masks(value)  # a bad one is named at startup
+    _url_masks(value)  # a bad one is named at startup
     dispatcher = options.pop("dispatcher", None)
     if isinstance(dispatcher, str):
         try:
@@ -184,7 +177,7 @@ def _from_text(options: dict[str, Any]) -> None:
         ]
 
 
-def url_masks(value: object) -> UrlMasks:
+def _url_masks(value: object) -> _UrlMasks:
     """The ``url_masks`` of a ``MATOMO_API_TRACKING`` dict (as django-matomo-api-tracking
     0.4 reads it): ``(pattern, replacement)`` pairs, applied in order with ``re.sub`` to the
     path of the page URL sent to Matomo, so that ids in paths collapse to one placeholder.
@@ -217,7 +210,7 @@ def url_masks(value: object) -> UrlMasks:
     return tuple(compiled)
 
 
-def _masked(view: RequestView, masks: UrlMasks) -> RequestView:
+def _masked(view: RequestView, masks: _UrlMasks) -> RequestView:
     """``view`` with its URL path masked (filters and routes still see the real path)."""
     path = unquote(view.url_path)
     masked = path
@@ -238,7 +231,7 @@ def authenticated_user_id(view: RequestView) -> str | None:
     return None if pk is None else str(pk)
 
 
-def _view(request: Any, masks: UrlMasks = ()) -> RequestView:
+def _view(request: Any, masks: _UrlMasks = ()) -> RequestView:
     scope = getattr(request, "scope", None)
     if isinstance(scope, Mapping) and scope.get("type") == "http":
         # Django's ASGIRequest: the scope has the scheme and the raw path that META lacks.
@@ -271,7 +264,7 @@ class MatomoMiddleware:
             markcoroutinefunction(self)
         value = getattr(settings, SETTING, None)
         config, dispatcher, http_client = config_from_settings(value)
-        self._masks = url_masks(value)
+        self._masks = _url_masks(value)
         if dispatcher is None:
             dispatcher = ThreadDispatcher(config, http_client=http_client)
         self.config = config
