@@ -85,7 +85,7 @@ def main() -> int:
     collector_server: CollectorServer | None = None
     url = os.environ.get("MATOMO_URL")
     if not url:
-        collector_server = CollectorServer(Collector()).start()
+        collector_server = CollectorServer(Collector(status_dimension=STATUS_DIMENSION)).start()
         url = collector_server.base_url
     site_id = int(os.environ.get("MATOMO_SITE_ID", "1"))
 

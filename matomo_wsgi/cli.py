@@ -256,10 +256,13 @@ def _invalid_cause(site_id: int, token_auth: str | None, probe: tuple[int, int] 
     )
 
 
-def _collector(host: str, port: int, site_ids: Sequence[int], out: TextIO) -> int:
+def _collector(
+    host: str, port: int, site_ids: Sequence[int], status_dimension: int | None, out: TextIO
+) -> int:
     from matomo_tracking.testing import Collector, CollectorServer
 
-    server = CollectorServer(Collector(site_ids=site_ids), host=host, port=port).start()
+    collector = Collector(site_ids=site_ids, status_dimension=status_dimension)
+    server = CollectorServer(collector, host=host, port=port).start()
     print(f"Matomo-compatible collector on {server.base_url}", file=out)
     print(
         f"  configure url={server.base_url!r}; watch hits at {server.base_url}/ (Ctrl-C stops)",
@@ -308,13 +311,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         dest="site_ids",
         help="a site that exists (repeatable; default 1)",
     )
+    col.add_argument(
+        "--status-dimension",
+        type=int,
+        default=None,
+        help="the custom dimension your status_dimension sends, for the page's status column",
+    )
     args = parser.parse_args(argv)
     if args.command == "check":
         if not args.url:
             parser.error("--url is required (or set MATOMO_URL)")
         token = args.token_auth or os.environ.get("MATOMO_TOKEN_AUTH") or None
         return check(args.url, args.site_id, token, timeout=args.timeout)
-    return _collector(args.host, args.port, args.site_ids or [1], sys.stdout)
+    return _collector(args.host, args.port, args.site_ids or [1], args.status_dimension, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,12 @@ default would hide a client bug — stores the accepted hits in memory and answe
 Failure modes (``fail_with``, ``slow``, ``hold``) let tests play an unhealthy Matomo.
 
 ``collector.asgi`` and ``collector.wsgi`` are the same collector as ASGI and WSGI apps;
-``GET /`` is a live, auto-refreshing page of received hits and ``GET /hits.json`` their JSON.
+``GET /`` is a live, auto-refreshing page of received and rejected hits (``page``; a click on
+one shows every parameter, ``/hit/N`` and ``/rejected/N``) and ``GET /hits.json`` their JSON.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import threading
@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
+
+from matomo_tracking.testing.page import detail_page, hit_facts, hit_type, live_page
 
 __all__ = ["Collector", "ReceivedHit"]
 
@@ -80,7 +82,8 @@ class Collector:
     answers. ``write_tokens``: tokens of users with write (or admin) access, each to the site
     ids given (a token for other sites does not authenticate). ``goal_ids``: the goals that
     exist (None: any ``idgoal``). ``clock``: where the collector reads the time
-    (``time.time``).
+    (``time.time``). ``status_dimension``: the custom dimension that carries the response
+    status (the middleware's ``status_dimension``), for the live page's status column.
     """
 
     site_ids: Iterable[int] = (1,)
@@ -88,6 +91,7 @@ class Collector:
     clock: Callable[[], float] = time.time
     write_tokens: Mapping[str, Iterable[int]] = field(default_factory=dict)
     goal_ids: Iterable[int] | None = None
+    status_dimension: int | None = None
     hits: list[ReceivedHit] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     invalid: list[tuple[Mapping[str, Any], str]] = field(default_factory=list)
@@ -180,6 +184,8 @@ class Collector:
         """Answer one HTTP request (no waiting: failure delays are applied by the servers)."""
         if path in ("", "/") and method == "GET":
             return 200, [("content-type", "text/html; charset=utf-8")], self.page().encode()
+        if method == "GET" and path.startswith(("/hit/", "/rejected/")):
+            return self._detail(path)
         if path == "/hits.json":
             data = [dict(h.params) for h in self.hits]
             return 200, [("content-type", "application/json")], json.dumps(data).encode()
@@ -377,29 +383,26 @@ class Collector:
 
     # -- the live page -------------------------------------------------------------------
     def page(self) -> str:
-        """An auto-refreshing HTML page listing the latest hits (every value escaped)."""
-        rows = []
-        for hit in reversed(self.hits[-200:]):
-            p = hit.params
-            cells = (
-                time.strftime("%H:%M:%S", time.localtime(hit.recorded_at)),
-                p.get("action_name") or p.get("e_a") or p.get("search") or "",
-                p.get("url", ""),
-                p.get("http_status", ""),
-                p.get("pf_srv", ""),
-                p.get("uid") or p.get("cid") or p.get("_id") or "",
-            )
-            row = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
-            rows.append(f"<tr>{row}</tr>")
-        return (
-            "<!doctype html><html><head><meta charset='utf-8'>"
-            "<meta http-equiv='refresh' content='2'><title>Matomo collector</title>"
-            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
-            "tr:nth-child(even){background:#f4f4f4}</style></head><body>"
-            f"<h1>Matomo collector</h1><p id='count'>{len(self.hits)} hit(s) received</p>"
-            "<table id='hits'><tr><th>time</th><th>action</th><th>url</th><th>status</th>"
-            "<th>pf_srv</th><th>visitor</th></tr>" + "".join(rows) + "</table></body></html>"
-        )
+        """The live page: tracked and invalid counts, the latest hits with their type and
+        status, the rejected hits with their reason; it refreshes itself, every value is
+        escaped (``matomo_tracking.testing.page``)."""
+        return live_page(self.hits, self.invalid, status_dimension=self.status_dimension)
+
+    def _detail(self, path: str) -> Response:
+        kind, _, number = path.strip("/").partition("/")
+        index = int(number) if number.isdigit() else -1
+        html_type = [("content-type", "text/html; charset=utf-8")]
+        if kind == "hit" and 0 <= index < len(self.hits):
+            hit = self.hits[index]
+            facts = hit_facts(hit, self.status_dimension)
+            page = detail_page(hit.params, facts, title=f"{facts[0][1]} #{index}")
+            return 200, html_type, page.encode()
+        if kind == "rejected" and 0 <= index < len(self.invalid):
+            params, reason = self.invalid[index]
+            facts = [("type", hit_type(params)), ("rejected because", reason)]
+            page = detail_page(params, facts, title=f"rejected {facts[0][1]} #{index}")
+            return 200, html_type, page.encode()
+        return 404, [("content-type", "text/plain")], b"no such hit"
 
     # -- servers -------------------------------------------------------------------------
     def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:

@@ -203,3 +203,43 @@ def test_collector_page_shows_values_as_text() -> None:
             assert browser.evaluate("document.getElementById('injected') === null") is True
             assert browser.evaluate("document.querySelectorAll('script, img, b').length") == 0
             assert "https://a.example/<b>" in browser.evaluate(PAGE_TEXT)
+
+
+def test_collector_page_in_chromium_types_rejections_and_a_click() -> None:
+    chromium = require_command("chromium")
+    with CollectorServer(Collector(token_auth=SENTINEL_TOKEN, status_dimension=1)) as matomo:
+        base = {"idsite": "1", "rec": "1", "url": "https://a.example/p"}
+        for hit in (
+            {**base, "action_name": "Gone", "dimension1": "404"},
+            {**base, "e_c": "video", "e_a": "play"},
+            {**base, "search": "lamp"},
+            {**base, "idsite": "7", "action_name": "<i>nowhere</i>"},  # rejected: no site 7
+        ):
+            httpx.get(matomo.url, params=hit, timeout=5)
+        with Chromium(chromium, matomo.base_url + "/") as browser:
+            cells = (
+                "Array.from(document.querySelectorAll('#hits tr')).slice(1).map("
+                "r => Array.from(r.cells).map(c => c.textContent))"
+            )
+            rows = browser.wait_until(
+                f"document.querySelectorAll('#hits tr').length > 3 && {cells}"
+            )
+            assert [(r[1], r[2], r[4]) for r in rows] == [
+                ("lamp", "site search", ""),
+                ("video / play", "event", ""),
+                ("Gone", "page view", "404"),
+            ]
+            counts = "document.getElementById('counts').textContent"
+            assert browser.evaluate(counts) == "tracked: 3invalid: 1"
+            reason = "document.querySelector('#rejected tr:nth-child(2) td').textContent"
+            assert browser.evaluate(reason) == "idsite: unknown or invalid site"
+            assert browser.evaluate("document.querySelectorAll('script, i').length") == 0
+            # A click on the oldest hit opens every parameter it carried.
+            browser.evaluate("document.querySelector('#hits tr:last-child a').click()")
+            params = (
+                "document.getElementById('params') && Object.fromEntries(Array.from("
+                "document.querySelectorAll('#params tr')).map(r => [r.cells[0] ? "
+                "r.querySelector('th').textContent : '', r.querySelector('td').textContent]))"
+            )
+            shown = browser.wait_until(params)
+            assert shown == {**base, "action_name": "Gone", "dimension1": "404"}
