@@ -48,13 +48,6 @@ def only(hit: Hit, drop: tuple[str, ...] = ("rand",)) -> Mapping[str, str]:
     return {k: v for k, v in hit.params.items() if k not in drop}
 
 
-@pytest.fixture
-def tracker() -> Recorder:
-    t = Recorder()
-    t.set(url=PAGE)
-    return t
-
-
 def test_do_track_page_view(tracker: Recorder) -> None:
     tracker.track_page_view("Cart")
     hit = tracker.hits[0]

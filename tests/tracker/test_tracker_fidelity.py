@@ -28,13 +28,6 @@ class Dropping(Recorder):
         return False
 
 
-@pytest.fixture
-def tracker() -> Recorder:
-    t = Recorder()
-    t.set(url=PAGE)
-    return t
-
-
 # -- page-view links (pv_id) ------------------------------------------------------------------
 
 
