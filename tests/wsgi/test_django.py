@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import ChainMap
 from collections.abc import Iterator
 from typing import Any
 
@@ -214,6 +215,29 @@ def test_url_masks_collapse_ids_in_the_page_url_path(
     assert item["url"] == "http://testserver/items/%3Cid%3E/?a=%C3%A9"  # as Django encodes it
     assert item["action_name"] == "/items/<int:pk>/"  # the route, as without masks
     assert event["url"] == "http://testserver/event/"
+
+
+@pytest.mark.parametrize(
+    ("mask", "path", "url"),
+    [
+        (
+            (r"/api/hog/[^/]+/", "/api/hog/:hog_id/"),
+            "/api/hog/HOG:F0014552.1b/",
+            "/api/hog/:hog_id/",
+        ),
+        ((r"/api/hog/[^/]+", "/api/hog/:hog_id"), "/api/hog/HOG:F0014552.1b", "/api/hog/:hog_id"),
+    ],
+    ids=["trailing-slash", "no-trailing-slash"],
+)
+def test_url_masks_as_the_older_app_documents_them_in_a_chain_map(
+    matomo: dict[str, Any], collector: Collector, mask: tuple[str, str], path: str, url: str
+) -> None:
+    # The older app's own tests layer settings with a ChainMap.
+    with override_settings(MATOMO_API_TRACKING=ChainMap({"url_masks": [mask]}, matomo)):
+        Client().get(path)
+
+    (hit,) = collector.hits
+    assert hit["url"] == "http://testserver" + url
 
 
 def test_numbers_in_the_settings_dict_may_be_text_and_an_empty_token_is_none() -> None:
