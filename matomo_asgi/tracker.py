@@ -11,7 +11,7 @@ import httpx
 from matomo_asgi.dispatcher import AsyncioDispatcher
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.dispatcher import Dispatcher
-from matomo_tracking.tracker import BaseTracker
+from matomo_tracking.tracker import BaseTracker, request_view_of
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -35,12 +35,17 @@ class AsyncTracker(BaseTracker):
         *,
         http_client: httpx.AsyncClient | None = None,
         dispatcher: Dispatcher | None = None,
+        request: object = None,
         **options: Unpack[TrackingOptions],
     ) -> None:
         config = TrackingConfig.from_kwargs(options)
+        if request is not None:
+            request_view_of(request)  # an unsupported request is refused here, not later
         if dispatcher is None:
             dispatcher = AsyncioDispatcher(config, http_client=http_client)
         super().__init__(config, clock=time.time, rng=random.Random(), dispatcher=dispatcher)
+        if request is not None:
+            self.set(request=request)
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """Wait until every queued hit is delivered (or ``timeout`` passes)."""

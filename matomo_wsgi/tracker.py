@@ -11,7 +11,7 @@ import httpx
 
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.dispatcher import Dispatcher
-from matomo_tracking.tracker import BaseTracker
+from matomo_tracking.tracker import BaseTracker, request_view_of
 from matomo_wsgi.dispatcher import ThreadDispatcher
 
 if TYPE_CHECKING:
@@ -25,7 +25,8 @@ __all__ = ["Tracker"]
 class Tracker(BaseTracker):
     """Track page views, events, goals, ecommerce and more from any Python code.
 
-    ``Tracker(url=..., site_id=..., token_auth=...)`` takes the middleware's keyword arguments.
+    ``Tracker(url=..., site_id=..., token_auth=...)`` takes the middleware's keyword arguments;
+    ``request=`` clones a real request for every call (the same as ``set(request=...)``).
     Each ``track_*`` call builds a hit and queues it without blocking (returns False if it
     was dropped); a background thread delivers in bulk batches. With ``sync_mode=True`` each
     call sends inline instead (scripts, serverless). ``close()`` (or ``with``) delivers what
@@ -37,12 +38,17 @@ class Tracker(BaseTracker):
         *,
         http_client: httpx.Client | None = None,
         dispatcher: Dispatcher | None = None,
+        request: object = None,
         **options: Unpack[TrackingOptions],
     ) -> None:
         config = TrackingConfig.from_kwargs(options)
+        if request is not None:
+            request_view_of(request)  # an unsupported request is refused here, not later
         if dispatcher is None:
             dispatcher = ThreadDispatcher(config, http_client=http_client)
         super().__init__(config, clock=time.time, rng=random.Random(), dispatcher=dispatcher)
+        if request is not None:
+            self.set(request=request)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued hit is delivered (or ``timeout`` passes)."""

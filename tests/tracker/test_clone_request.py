@@ -153,3 +153,30 @@ def test_a_cloned_request_without_a_salt_sends_no_keyed_visitor_id() -> None:
     assert "cid" not in bare
     assert "_id" not in bare
     assert forced["cid"] == "00000000000000aa"
+
+
+@pytest.mark.parametrize("kind", ["Tracker", "AsyncTracker"])
+def test_the_constructor_clones_a_request_for_every_call(kind: str) -> None:
+    from matomo_asgi import AsyncTracker
+
+    hits = RecordingDispatcher()
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/job",
+        "HTTP_HOST": "h.example",
+        "HTTP_USER_AGENT": "UA/9",
+        "HTTP_COOKIE": f"_pk_id.1.aaaa={PK_ID}.1.",
+    }
+    cls = Tracker if kind == "Tracker" else AsyncTracker
+    tracker = cls(url="https://matomo.example", dispatcher=hits, request=environ)
+
+    tracker.track_event("clone", "constructor")
+
+    (hit,) = hits.hits
+    assert (hit.params["url"], hit.params["ua"], hit.params["_id"]) == (
+        "http://h.example/job",
+        "UA/9",
+        PK_ID,
+    )
+    with pytest.raises(TypeError, match="request=int is not supported"):
+        cls(url="https://matomo.example", dispatcher=hits, request=3)
