@@ -30,9 +30,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.apps.counting import CountingDispatcher
 from bench.servers import CollectorProcess, free_port
 
-__all__ = ["NullDispatcher", "asgi_overhead", "dispatcher_throughput", "run_micro", "wsgi_overhead"]
+__all__ = ["asgi_overhead", "dispatcher_throughput", "run_micro", "wsgi_overhead"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -89,40 +90,6 @@ ENVIRON: dict[str, Any] = {
 }
 
 
-class NullDispatcher:
-    """A dispatcher that accepts every hit and delivers nothing (delivery stubbed out)."""
-
-    def __init__(self) -> None:
-        self.submitted = 0
-
-    def submit(self, hit: object) -> bool:
-        """Count the hit."""
-        self.submitted += 1
-        return True
-
-    def stats(self) -> Any:
-        """Statistics: every hit queued, none sent."""
-        from matomo_tracking.delivery import DispatchStats
-
-        return DispatchStats(queued=self.submitted)
-
-    def flush(self, timeout: float | None = None) -> int:
-        """Nothing to flush."""
-        return 0
-
-    def close(self, timeout: float | None = None) -> int:
-        """Nothing to close."""
-        return 0
-
-    async def aflush(self, timeout: float | None = None) -> int:
-        """Nothing to flush."""
-        return 0
-
-    async def aclose(self, timeout: float | None = None) -> int:
-        """Nothing to close."""
-        return 0
-
-
 # -- overhead -------------------------------------------------------------------------------
 async def _bare_asgi(scope: Scope, receive: Any, send: Any) -> None:
     await send(
@@ -176,7 +143,7 @@ def _wsgi_loop(app: Callable[..., Iterable[bytes]], iterations: int) -> float:
 
 
 def _summary(
-    bare: list[float], ours: list[float], stub: NullDispatcher, calls: int
+    bare: list[float], ours: list[float], stub: CountingDispatcher, calls: int
 ) -> dict[str, Any]:
     bare_us, ours_us = statistics.median(bare), statistics.median(ours)
     return {
@@ -193,7 +160,7 @@ def asgi_overhead(iterations: int, repeats: int) -> dict[str, Any]:
     """µs per request added by ``matomo_asgi.MatomoMiddleware`` (delivery stubbed)."""
     from matomo_asgi import MatomoMiddleware
 
-    stub = NullDispatcher()
+    stub = CountingDispatcher()
     ours = MatomoMiddleware(_bare_asgi, url="http://127.0.0.1:9", site_id=1, dispatcher=stub)
 
     async def measure() -> tuple[list[float], list[float]]:
@@ -216,7 +183,7 @@ def wsgi_overhead(iterations: int, repeats: int) -> dict[str, Any]:
     """µs per request added by ``matomo_wsgi.MatomoMiddleware`` (delivery stubbed)."""
     from matomo_wsgi import MatomoMiddleware
 
-    stub = NullDispatcher()
+    stub = CountingDispatcher()
     ours = MatomoMiddleware(_bare_wsgi, url="http://127.0.0.1:9", site_id=1, dispatcher=stub)
     _wsgi_loop(_bare_wsgi, max(100, iterations // 10))  # warm up
     _wsgi_loop(ours, max(100, iterations // 10))

@@ -54,7 +54,7 @@ REQUIREMENTS = [
     "flask-matomo2==0.7.0",
 ]
 STACKS = ("asgi", "wsgi")
-VARIANTS = ("bare", "ours", "peer")
+VARIANTS = ("bare", "stub", "ours", "peer")
 SCENARIOS = ("0ms", "50ms", "500ms", "down", "outage", "soak")
 QUICK_SCENARIOS = ("0ms", "50ms", "down")
 LATENCY_MS = {"0ms": 0.0, "50ms": 50.0, "500ms": 500.0, "down": 0.0, "outage": 0.0, "soak": 0.0}
@@ -307,7 +307,7 @@ class Harness:
         counting stopped; the hits counted, the requests served and the seconds waited."""
         start = time.monotonic()
         served = _served(server, fallback)
-        if variant == "bare":
+        if variant in ("bare", "stub"):  # nothing is delivered
             return 0, served, 0.0
         options = self.settings.ours_options
         backoff_max = float(options.get("backoff_max", 60.0))
@@ -371,13 +371,14 @@ class Harness:
             elif scenario == "outage":
                 down_for = min(s.outage_down, duration / 2)
                 outage = Outage(self.collector, (duration - down_for) / 2, down_for)
-            cpu_before = tree.cpu_seconds()
+            cpu_before = tree.cpu_times()
             if outage is not None:
                 outage.start()
             load = run_wrk(
                 server.base_url,
                 LoadSpec(duration=duration, threads=s.threads, connections=s.connections),
             )
+            cpu_loaded = tree.cpu_times()
             if outage is not None:
                 outage.join(duration + 30)
                 record["outage"] = {
@@ -389,8 +390,9 @@ class Harness:
             delivered, served, waited = self._settle(
                 server, variant, warm["requests"] + load["requests"]
             )
-            cpu_after = tree.cpu_seconds()
+            cpu_after = tree.cpu_times()
             peak_rss = sampler.stop()
+            per_request = 1e6 / max(1, load["requests"])
             record.update(
                 {
                     "requests": load["requests"],
@@ -398,20 +400,29 @@ class Harness:
                     "latency_ms": load["latency_ms"],
                     "errors": load["errors"],
                     "warmup_requests": warm["requests"],
-                    "cpu_us_per_req": (cpu_after - cpu_before) / max(1, load["requests"]) * 1e6,
+                    # The server's process tree (master and workers), user + system, over the
+                    # load and the drain (the delivery wait), then the two apart.
+                    "cpu_us_per_req": (sum(cpu_after) - sum(cpu_before)) * per_request,
+                    "cpu_load_us_per_req": (sum(cpu_loaded) - sum(cpu_before)) * per_request,
+                    "cpu_drain_us_per_req": (sum(cpu_after) - sum(cpu_loaded)) * per_request,
+                    "cpu_system_us_per_req": (cpu_after[1] - cpu_before[1]) * per_request,
+                    # A sender process outside the app (sender="external"): none runs yet.
+                    "sender_cpu_us_per_req": None,
                     "baseline_rss_mb": baseline_rss / 2**20,
                     "peak_rss_mb": peak_rss / 2**20,
                     "rss_growth_mb": (peak_rss - baseline_rss) / 2**20,
                     "rss_samples": sampler.samples,
                     "measured_with": tree.backend,
                     "served": served,
-                    "expected_hits": 0 if variant == "bare" else served,
+                    "expected_hits": served if variant in ("ours", "peer") else 0,
                     "delivered_hits": delivered,
-                    "delivered_ratio": None if variant == "bare" else delivered / max(1, served),
+                    "delivered_ratio": (
+                        delivered / max(1, served) if variant in ("ours", "peer") else None
+                    ),
                     "settle_s": round(waited, 2),
                 }
             )
-            if variant == "ours":
+            if variant in ("ours", "stub"):
                 stats = _fetch_json(server.base_url + "/_bench/stats")
                 record["dispatcher_stats"] = stats.get("dispatcher", stats)
         except Exception as exc:  # recorded; the other measurements go on
@@ -524,7 +535,8 @@ def _print_measurement(m: dict[str, Any]) -> None:
         delivered += " (dropped " + ", ".join(f"{k} {v}" for k, v in dropped.items()) + ")"
     print(
         f"{head} {m['req_per_s']:8,.0f} req/s  p50 {m['latency_ms']['p50']:6.2f} ms  "
-        f"p99 {m['latency_ms']['p99']:7.2f} ms  cpu {m['cpu_us_per_req']:5.0f} µs/req  "
+        f"p99 {m['latency_ms']['p99']:7.2f} ms  cpu {m['cpu_us_per_req']:5.0f} µs/req "
+        f"(sys {m['cpu_system_us_per_req']:3.0f}, drain {m['cpu_drain_us_per_req']:3.0f})  "
         f"rss {m['peak_rss_mb']:5.1f} MB (+{m['rss_growth_mb']:.1f})  delivered {delivered}",
         flush=True,
     )
@@ -560,7 +572,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all; --quick: "
         f"{','.join(QUICK_SCENARIOS)})",
     )
-    parser.add_argument("--variants", type=_csv(VARIANTS), help="subset of bare,ours,peer")
+    parser.add_argument("--variants", type=_csv(VARIANTS), help="subset of bare,stub,ours,peer")
     parser.add_argument("--runs", type=int, help="runs of each scenario (default 3; --quick 1)")
     parser.add_argument(
         "--duration", type=float, help="seconds of load per scenario (10; --quick 3)"

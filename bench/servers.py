@@ -295,23 +295,21 @@ class ProcessTree:
             index += 1
         return pids
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU seconds of the live tree."""
-        if self._psutil is not None:
-            total = 0.0
-            for proc in self._processes():
-                with contextlib.suppress(self._psutil.Error):
-                    times = proc.cpu_times()
-                    total += times.user + times.system
-            return total
+    def cpu_times(self) -> tuple[float, float]:
+        """User and system CPU seconds of the live tree (master and workers), from ``/proc``."""
         ticks = os.sysconf("SC_CLK_TCK")
-        total_ticks = 0
+        user = system = 0
         for pid in self._pids():
             stat = _proc_stat(pid)
             if stat is not None:
                 # fields after "(comm)": state=0, ppid=1, ..., utime=11, stime=12
-                total_ticks += int(stat[11]) + int(stat[12])
-        return total_ticks / ticks
+                user += int(stat[11])
+                system += int(stat[12])
+        return user / ticks, system / ticks
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of the live tree."""
+        return sum(self.cpu_times())
 
     def rss_bytes(self) -> int:
         """Resident set size of the live tree, summed."""

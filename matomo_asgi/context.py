@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import HTTPConnection
 
 from matomo_tracking.context import TrackingContext
+from matomo_tracking.flow import context_in
 
 __all__ = ["get_context"]
 
@@ -13,13 +14,8 @@ def get_context(request: HTTPConnection) -> TrackingContext:
     """The ``TrackingContext`` of ``request`` (the same object as ``request.state.matomo``).
 
     Usable as a FastAPI dependency: ``matomo: TrackingContext = Depends(get_context)``.
-    Raises ``LookupError`` when no ``MatomoMiddleware`` wraps the app.
+    The middleware puts one on every request, tracked or not (what is done to the context of
+    an untracked request is discarded); without a Matomo middleware a detached context is
+    returned, as on the WSGI side, so handler code never needs a branch.
     """
-    state = request.scope.get("state")
-    context = state.get("matomo") if isinstance(state, dict) else None
-    if not isinstance(context, TrackingContext):
-        raise LookupError(
-            "no Matomo tracking context on this request: wrap the app in "
-            "matomo_asgi.MatomoMiddleware (app.add_middleware(MatomoMiddleware, url=...))"
-        )
-    return context
+    return context_in(request.scope.get("state"))

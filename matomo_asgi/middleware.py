@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import random
 import time
@@ -18,11 +17,10 @@ from matomo_asgi._types import ASGIApp, Message, Receive, Scope, Send
 from matomo_asgi.dispatcher import AsyncioDispatcher
 from matomo_asgi.routes import RouteFinder
 from matomo_tracking.config import TrackingConfig
-from matomo_tracking.context import TrackingContext
 from matomo_tracking.delivery import DispatchStats
 from matomo_tracking.dispatcher import Dispatcher
-from matomo_tracking.hits import HitBuilder
-from matomo_tracking.request import RequestView, ResponseView, asgi_app_path, request_from_asgi
+from matomo_tracking.flow import Pending, RequestFlow, check_dispatcher
+from matomo_tracking.request import asgi_app_path, request_from_asgi
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -33,19 +31,16 @@ __all__ = ["MatomoMiddleware"]
 
 logger = logging.getLogger(__name__)
 
-_WARN_EVERY = 60.0
-_STATE_KEY = "matomo"
-
 
 class _Response:
     """What one request's ``send`` calls showed of its response (per request, never shared)."""
 
-    __slots__ = ("body_bytes", "content_type", "started", "status", "ttfb_ms")
+    __slots__ = ("body_bytes", "content_type", "started", "status", "ttfb")
 
     def __init__(self) -> None:
         self.status = 0
         self.content_type = ""
-        self.ttfb_ms: float | None = None
+        self.ttfb: float | None = None  # the flow's timer at the response start
         self.body_bytes = 0
         self.started = False
 
@@ -94,23 +89,21 @@ class MatomoMiddleware:
     ) -> None:
         self.app = app
         self.config = TrackingConfig.from_kwargs(options)
-        if dispatcher is not None and http_client is not None:
-            raise ValueError(
-                "http_client is used only by the dispatcher the middleware makes: pass it to "
-                "your dispatcher instead"
-            )
-        self.builder = HitBuilder.for_config(self.config, random_salt=os.urandom(32))
+        check_dispatcher(dispatcher, http_client)
         self._owns_dispatcher = dispatcher is None
         self.dispatcher: Dispatcher = (
             dispatcher
             if dispatcher is not None
             else AsyncioDispatcher(self.config, http_client=http_client)
         )
-        self._filters = self.builder.filters
+        # The process's clocks, a random source and a salt made once per process.
+        salt, rng = os.urandom(32), random.Random()
+        self._flow = RequestFlow(
+            self.config, self.dispatcher, salt, rng, time.time, time.perf_counter
+        )
+        self.builder = self._flow.builder
         self._sync_mode = self.config.sync_mode
-        self._rng = random.Random()
         self._routes = RouteFinder(app)
-        self._last_warning = -math.inf
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -123,41 +116,33 @@ class MatomoMiddleware:
 
     # -- requests --------------------------------------------------------------------------
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
-        if (
-            state.__class__ is not dict and not isinstance(state, MutableMapping)
-        ) or _STATE_KEY in state:  # (a type check first: an ABC check is not cheap)
-            # Stacked: the outer MatomoMiddleware tracks this request.
+        elif state.__class__ is not dict and not isinstance(state, MutableMapping):
+            # (a type check first: an ABC check is not cheap) Not ours to write into.
             await self.app(scope, receive, send)
             return
-        context = self.builder.new_context()
-        state[_STATE_KEY] = context
-        try:
-            # The cheapest check first, before any view is built.
-            method = scope.get("method")
-            method = method.upper() if isinstance(method, str) else "GET"
-            skip = self._filters.skip_path(method, asgi_app_path(scope))
-            view = None if skip else self._view(scope)
-        except Exception:  # a malformed scope must never break the request
-            self._warn("matomo: a request could not be read; it is not tracked", exc_info=True)
-            view = None
-        if view is None:
-            context.skip()
+        pending = self._flow.begin(
+            state,
+            scope.get("method"),
+            asgi_app_path(scope),
+            lambda: request_from_asgi(scope),
+        )
+        if pending is None:
             await self.app(scope, receive, send)
             return
 
-        root_path = scope.get("root_path")
+        root_path = scope.get("root_path")  # as it was before the app ran (a Mount extends it)
         root_path = root_path if isinstance(root_path, str) else ""
+        timer = self._flow.timer
         response = _Response()
 
         async def observe(message: Message) -> None:
             kind = message.get("type")
             if kind == "http.response.start":
                 response.started = True
-                response.ttfb_ms = (time.perf_counter() - started) * 1000.0
+                response.ttfb = timer()
                 status = message.get("status")
                 response.status = status if isinstance(status, int) else 200
                 response.content_type = _content_type(message.get("headers"))
@@ -172,54 +157,28 @@ class MatomoMiddleware:
         try:
             await self.app(scope, receive, observe)
         except Exception:
-            self._track(scope, root_path, view, response, context, failed=True)
+            self._track(scope, root_path, pending, response, failed=True)
             if self._sync_mode:
                 await self._sync_flush()
             raise
-        self._track(scope, root_path, view, response, context, failed=False)
+        self._track(scope, root_path, pending, response, failed=False)
         if self._sync_mode:  # (checked here: awaiting a coroutine per request is not free)
             await self._sync_flush()
 
-    def _view(self, scope: Scope) -> RequestView | None:
-        """The request's view, or None when the filters skip it (the path was checked)."""
-        view = request_from_asgi(scope)
-        if self._filters.skip_request(view, self._rng.random()) is not None:
-            return None
-        return view
-
     def _track(
-        self,
-        scope: Scope,
-        root_path: str,
-        view: RequestView,
-        response: _Response,
-        context: TrackingContext,
-        *,
-        failed: bool,
+        self, scope: Scope, root_path: str, pending: Pending, response: _Response, *, failed: bool
     ) -> None:
-        # Runs once the response is sent; nothing here may raise into the request.
-        try:
-            if context.skipped:
-                return
-            route = None
-            if context.action_name is None:
-                route = self._routes.find(scope, root_path, view.path)
+        path = pending.view.path
+        self._flow.finish(
+            pending,
             # Without a response start the server answers 500 itself.
-            status = response.status if response.started else 500
-            seen = ResponseView(
-                status=status,
-                content_type=response.content_type,
-                ttfb_ms=response.ttfb_ms,
-                body_bytes=response.body_bytes,
-                failed=failed,
-            )
-            hits = self.builder.build(
-                view, seen, context, now=time.time(), rng=self._rng, route=route
-            )
-            for hit in hits:
-                self.dispatcher.submit(hit)
-        except Exception:
-            self._warn("matomo: a request could not be tracked", exc_info=True)
+            status=response.status if response.started else 500,
+            content_type=response.content_type,
+            ttfb=response.ttfb,
+            body_bytes=response.body_bytes,
+            failed=failed,
+            find_route=lambda: self._routes.find(scope, root_path, path),
+        )
 
     async def _sync_flush(self) -> None:
         if not self.config.sync_mode:
@@ -227,13 +186,7 @@ class MatomoMiddleware:
         try:
             await self._flush(self.config.timeout)
         except Exception:
-            self._warn("matomo: delivering hits in sync_mode failed", exc_info=True)
-
-    def _warn(self, message: str, *, exc_info: bool = False) -> None:
-        now = time.monotonic()
-        if now - self._last_warning >= _WARN_EVERY:
-            self._last_warning = now
-            logger.warning(message, exc_info=exc_info)
+            self._flow.internal_error("delivering hits in sync_mode")
 
     # -- lifespan --------------------------------------------------------------------------
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -15,6 +15,7 @@ __all__ = [
     "decode_header",
     "request_from_asgi",
     "request_from_wsgi",
+    "wsgi_app_path",
 ]
 
 # Characters kept as they are when percent-encoding a decoded path: RFC 3986 pchar plus "/".
@@ -252,6 +253,14 @@ def _wsgi_text(value: str) -> str:
         return decode_header(value.encode("latin-1"))
     except UnicodeEncodeError:
         return value
+
+
+def wsgi_app_path(environ: Mapping[str, Any]) -> str | None:
+    """The app-relative path of a WSGI environ (``PATH_INFO``) when it is ASCII, else None:
+    other paths are latin-1 decodings of UTF-8 bytes, decoded by the view (the adapters'
+    cheap early exit, before any view is built)."""
+    path = environ.get("PATH_INFO") or "/"
+    return path if isinstance(path, str) and path.isascii() else None
 
 
 def request_from_wsgi(environ: Mapping[str, Any]) -> RequestView:

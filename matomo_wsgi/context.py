@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from matomo_tracking.context import TrackingContext
+from matomo_tracking.flow import CONTEXT_KEY, context_in
 
 __all__ = ["ENVIRON_KEY", "get_context"]
 
 #: Where the middleware puts the request's ``TrackingContext`` (Flask ``request.environ``,
 #: Django ``request.META``), tracked or not.
-ENVIRON_KEY = "matomo"
+ENVIRON_KEY = CONTEXT_KEY
 
 
 def _environ_of(request_or_environ: object) -> Mapping[str, Any]:
@@ -39,7 +40,4 @@ def get_context(request_or_environ: object) -> TrackingContext:
     the context of an untracked request is discarded); without a Matomo middleware a detached
     context is returned, so handler code never needs a branch.
     """
-    context = _environ_of(request_or_environ).get(ENVIRON_KEY)
-    if isinstance(context, TrackingContext):
-        return context
-    return TrackingContext()
+    return context_in(_environ_of(request_or_environ))

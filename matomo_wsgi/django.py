@@ -21,7 +21,6 @@ import dataclasses
 import os
 import re
 import stat
-import time
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
@@ -36,10 +35,15 @@ from django.utils.module_loading import import_string
 
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.dispatcher import Dispatcher
-from matomo_tracking.request import RequestView, request_from_asgi, request_from_wsgi
-from matomo_wsgi._tracking import Pending, Tracking
-from matomo_wsgi.context import ENVIRON_KEY
+from matomo_tracking.flow import Pending
+from matomo_tracking.request import (
+    RequestView,
+    request_from_asgi,
+    request_from_wsgi,
+    wsgi_app_path,
+)
 from matomo_wsgi.dispatcher import ThreadDispatcher
+from matomo_wsgi.middleware import wsgi_flow
 from matomo_wsgi.routes import django_route
 
 __all__ = ["SETTING", "MatomoMiddleware", "authenticated_user_id", "config_from_settings"]
@@ -269,7 +273,7 @@ class MatomoMiddleware:
             dispatcher = ThreadDispatcher(config, http_client=http_client)
         self.config = config
         self.dispatcher = dispatcher
-        self._tracking = Tracking(config, dispatcher)
+        self._flow = wsgi_flow(config, dispatcher)
 
     def __repr__(self) -> str:
         return f"MatomoMiddleware(url={self.config.url!r}, async_mode={self.async_mode})"
@@ -277,25 +281,19 @@ class MatomoMiddleware:
     def __call__(self, request: Any) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        meta = request.META
-        if ENVIRON_KEY in meta:  # an outer Matomo middleware already decided
-            return self.get_response(request)
-        pending = self._tracking.begin(meta, lambda: _view(request, self._masks))
-        if pending is None:
+        pending = self._begin(request)
+        if pending is None:  # not tracked, or an outer Matomo middleware tracks it
             return self.get_response(request)
         try:
             response = self.get_response(request)
         except BaseException:
             self._failed(pending, request)
             raise
-        self._track(pending, request, response, time.perf_counter())
+        self._track(pending, request, response, self._flow.timer())
         return response
 
     async def __acall__(self, request: Any) -> Any:
-        meta = request.META
-        if ENVIRON_KEY in meta:
-            return await self.get_response(request)
-        pending = self._tracking.begin(meta, lambda: _view(request, self._masks))
+        pending = self._begin(request)
         if pending is None:
             return await self.get_response(request)
         try:
@@ -303,12 +301,21 @@ class MatomoMiddleware:
         except BaseException:
             self._failed(pending, request)
             raise
-        self._track(pending, request, response, time.perf_counter())
+        self._track(pending, request, response, self._flow.timer())
         return response
+
+    def _begin(self, request: Any) -> Pending | None:
+        meta = request.META
+        return self._flow.begin(
+            meta,
+            meta.get("REQUEST_METHOD"),
+            wsgi_app_path(meta),
+            lambda: _view(request, self._masks),
+        )
 
     def _failed(self, pending: Pending, request: Any) -> None:
         pending.route = django_route(request)
-        self._tracking.finish(
+        self._flow.finish(
             pending, status=500, content_type="", ttfb=None, body_bytes=0, failed=True
         )
 
@@ -335,9 +342,9 @@ class MatomoMiddleware:
                     )
                 return
         except Exception:
-            self._tracking.internal_error("observing the response")
+            self._flow.internal_error("observing the response")
             return
-        self._tracking.finish(
+        self._flow.finish(
             pending,
             status=status,
             content_type=content_type,
@@ -366,7 +373,7 @@ class MatomoMiddleware:
             failed = True
             raise
         finally:
-            self._tracking.finish(
+            self._flow.finish(
                 pending,
                 status=status,
                 content_type=content_type,
@@ -395,7 +402,7 @@ class MatomoMiddleware:
             failed = True
             raise
         finally:
-            self._tracking.finish(
+            self._flow.finish(
                 pending,
                 status=status,
                 content_type=content_type,

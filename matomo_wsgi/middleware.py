@@ -9,6 +9,7 @@ after the server sent the body. ``wsgi.file_wrapper`` responses are passed throu
 from __future__ import annotations
 
 import os
+import random
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -18,9 +19,8 @@ import httpx
 
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.dispatcher import Dispatcher
-from matomo_tracking.request import request_from_wsgi
-from matomo_wsgi._tracking import Pending, Tracking
-from matomo_wsgi.context import ENVIRON_KEY
+from matomo_tracking.flow import Pending, RequestFlow, check_dispatcher
+from matomo_tracking.request import request_from_wsgi, wsgi_app_path
 from matomo_wsgi.dispatcher import ThreadDispatcher
 from matomo_wsgi.routes import PathResolver, path_resolver, werkzeug_route
 
@@ -62,34 +62,28 @@ class MatomoMiddleware:
         if not callable(app):
             raise TypeError(f"app must be a WSGI callable, got {type(app).__name__}")
         config = TrackingConfig.from_kwargs(options)
+        check_dispatcher(dispatcher, http_client)
         if dispatcher is None:
             dispatcher = ThreadDispatcher(config, http_client=http_client)
-        elif http_client is not None:
-            raise ValueError(
-                "http_client is used only by the dispatcher this middleware makes; "
-                "pass it to your dispatcher instead"
-            )
-        elif not isinstance(dispatcher, Dispatcher):
-            raise TypeError(
-                f"dispatcher={dispatcher!r} is invalid: expected an object with submit(hit) "
-                "and stats(), such as matomo_wsgi.ThreadDispatcher"
-            )
         self.app = app
         self.config = config
         self.dispatcher = dispatcher
-        self._tracking = Tracking(config, dispatcher)
+        self._flow = wsgi_flow(config, dispatcher)
         self._resolve = path_resolver(app)
 
     def __repr__(self) -> str:
         return f"MatomoMiddleware(app={self.app!r}, url={self.config.url!r})"
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if ENVIRON_KEY in environ:  # an outer Matomo middleware already decided
+        pending = self._flow.begin(
+            environ,
+            environ.get("REQUEST_METHOD"),
+            wsgi_app_path(environ),
+            lambda: request_from_wsgi(environ),
+        )
+        if pending is None:  # not tracked, or an outer Matomo middleware tracks it
             return self.app(environ, start_response)
-        pending = self._tracking.begin(environ, lambda: request_from_wsgi(environ))
-        if pending is None:
-            return self.app(environ, start_response)
-        response = _TrackedResponse(self._tracking, pending, environ, start_response, self._resolve)
+        response = _TrackedResponse(self._flow, pending, environ, start_response, self._resolve)
         try:
             result = self.app(environ, response.start_response)
         except BaseException:
@@ -104,6 +98,7 @@ class _TrackedResponse:
     __slots__ = (
         "_done",
         "_environ",
+        "_flow",
         "_iterator",
         "_resolve",
         "_result",
@@ -111,7 +106,6 @@ class _TrackedResponse:
         "_sent",
         "_server_start",
         "_server_write",
-        "_tracking",
         "body_bytes",
         "content_length",
         "content_type",
@@ -123,13 +117,13 @@ class _TrackedResponse:
 
     def __init__(
         self,
-        tracking: Tracking,
+        flow: RequestFlow,
         pending: Pending,
         environ: WSGIEnvironment,
         start_response: StartResponse,
         resolve: PathResolver | None,
     ) -> None:
-        self._tracking = tracking
+        self._flow = flow
         self.pending = pending
         self._environ = environ
         self._server_start = start_response
@@ -193,7 +187,7 @@ class _TrackedResponse:
         """The legacy ``write()`` callable: counted, then passed to the server's."""
         if data:
             if self.ttfb is None:
-                self.ttfb = time.perf_counter()
+                self.ttfb = self._flow.timer()
             self.body_bytes += len(data)
             self._sent = True
         write = self._server_write
@@ -255,7 +249,7 @@ class _TrackedResponse:
             return False
         self.body_bytes = size
         self._sent = size > 0
-        self.ttfb = time.perf_counter()  # the server sends the headers as soon as we return
+        self.ttfb = self._flow.timer()  # the server sends the headers as soon as we return
         return True
 
     def __iter__(self) -> Iterator[bytes]:
@@ -268,14 +262,14 @@ class _TrackedResponse:
             chunk = next(iterator)
         except StopIteration:
             if self.ttfb is None:
-                self.ttfb = time.perf_counter()  # an empty body: headers go out now
+                self.ttfb = self._flow.timer()  # an empty body: headers go out now
             raise
         except BaseException:
             self.error = True
             raise
         if chunk:
             if self.ttfb is None:
-                self.ttfb = time.perf_counter()
+                self.ttfb = self._flow.timer()
             self.body_bytes += len(chunk)
             self._sent = True
         return chunk
@@ -310,8 +304,8 @@ class _TrackedResponse:
             try:
                 pending.route = self._resolve(pending.view.path)
             except Exception:
-                self._tracking.internal_error("resolving the route")
-        self._tracking.finish(
+                self._flow.internal_error("resolving the route")
+        self._flow.finish(
             pending,
             status=status,
             content_type=self.content_type,
@@ -319,6 +313,14 @@ class _TrackedResponse:
             body_bytes=self.body_bytes,
             failed=self.error,
         )
+
+
+def wsgi_flow(config: TrackingConfig, dispatcher: Dispatcher) -> RequestFlow:
+    """The request flow of a WSGI-side middleware (this one, Django's), with the process's
+    clocks, a random source and a random salt."""
+    return RequestFlow(
+        config, dispatcher, os.urandom(32), random.Random(), time.time, time.perf_counter
+    )
 
 
 def _wsgi_text(value: str) -> str:

@@ -1,6 +1,8 @@
 """The ASGI benchmark app (Starlette), bare or wrapped, picked by environment variables.
 
-``BENCH_VARIANT``: ``bare`` (default), ``ours`` (``matomo_asgi.MatomoMiddleware``) or ``peer``
+``BENCH_VARIANT``: ``bare`` (default), ``ours`` (``matomo_asgi.MatomoMiddleware``),
+``stub`` (the same, with a
+dispatcher that only counts: the request path without delivery) or ``peer``
 (asgi-matomo's ``MatomoMiddleware``). ``BENCH_MATOMO_URL``: the collector's base URL.
 ``BENCH_OPTIONS``: JSON object of extra ``TrackingConfig`` options for ``ours``.
 
@@ -72,9 +74,13 @@ def build(variant: str, url: str, options: dict[str, Any]) -> Any:
     """The app for ``variant``: bare, or wrapped in our middleware or the peer's."""
     if variant == "bare":
         return bare
-    if variant == "ours":
+    if variant in ("ours", "stub"):
         from matomo_asgi import MatomoMiddleware
 
+        if variant == "stub":  # our request path, delivery replaced by a counter
+            from bench.apps.counting import CountingDispatcher
+
+            options = {**options, "dispatcher": CountingDispatcher()}
         return MatomoMiddleware(bare, url=url, site_id=1, ignore_paths=("/_bench",), **options)
     if variant == "peer":
         from asgi_matomo import MatomoMiddleware as PeerMiddleware  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -82,7 +88,7 @@ def build(variant: str, url: str, options: dict[str, Any]) -> Any:
         # asgi-matomo types its app with asgiref's TypedDicts, stricter than Starlette's.
         peer = PeerMiddleware(bare, matomo_url=url, idsite=1, exclude_paths=[STATS_PATH])  # type: ignore[arg-type,unused-ignore]
         return peer
-    raise ValueError(f"BENCH_VARIANT={variant!r} is invalid: expected bare, ours or peer")
+    raise ValueError(f"BENCH_VARIANT={variant!r} is invalid: expected bare, ours, stub or peer")
 
 
 app = build(

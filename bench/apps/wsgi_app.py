@@ -1,6 +1,8 @@
 """The WSGI benchmark app (Flask), bare or wrapped, picked by environment variables.
 
-``BENCH_VARIANT``: ``bare`` (default), ``ours`` (``matomo_wsgi.MatomoMiddleware``) or ``peer``
+``BENCH_VARIANT``: ``bare`` (default), ``ours`` (``matomo_wsgi.MatomoMiddleware``),
+``stub`` (the same, with a
+dispatcher that only counts: the request path without delivery) or ``peer``
 (flask-matomo2's ``Matomo`` extension). ``BENCH_MATOMO_URL``: the collector's base URL.
 ``BENCH_OPTIONS``: JSON object of extra ``TrackingConfig`` options for ``ours``.
 
@@ -70,16 +72,20 @@ def build(variant: str, url: str, options: dict[str, Any]) -> Any:
     """The WSGI app for ``variant``: bare, or wrapped in our middleware or the peer's."""
     if variant == "bare":
         return flask_app
-    if variant == "ours":
+    if variant in ("ours", "stub"):
         from matomo_wsgi import MatomoMiddleware
 
+        if variant == "stub":  # our request path, delivery replaced by a counter
+            from bench.apps.counting import CountingDispatcher
+
+            options = {**options, "dispatcher": CountingDispatcher()}
         return MatomoMiddleware(flask_app, url=url, site_id=1, ignore_paths=("/_bench",), **options)
     if variant == "peer":
         from flask_matomo2 import Matomo  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
         Matomo(flask_app, matomo_url=url, id_site=1, ignored_routes=[STATS_PATH])
         return flask_app
-    raise ValueError(f"BENCH_VARIANT={variant!r} is invalid: expected bare, ours or peer")
+    raise ValueError(f"BENCH_VARIANT={variant!r} is invalid: expected bare, ours, stub or peer")
 
 
 app = build(

@@ -20,6 +20,8 @@ MEASURED = (
     "latency_ms",
     "errors",
     "cpu_us_per_req",
+    "cpu_load_us_per_req",
+    "cpu_drain_us_per_req",
     "peak_rss_mb",
     "rss_growth_mb",
     "served",
@@ -38,7 +40,7 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         "--no-venv",
         "--quick",
         "--scenarios=0ms",
-        "--variants=bare,ours",
+        "--variants=bare,stub,ours",
         "--runs=1",
         "--duration=1",
         "--warmup=0",
@@ -57,7 +59,7 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         assert key in data["machine"], key
 
     seen = {(m["stack"], m["variant"]): m for m in data["measurements"]}
-    assert set(seen) == {(s, v) for s in ("asgi", "wsgi") for v in ("bare", "ours")}
+    assert set(seen) == {(s, v) for s in ("asgi", "wsgi") for v in ("bare", "stub", "ours")}
     for (stack, variant), m in seen.items():
         assert "error" not in m, f"{stack} {variant}: {m.get('error')}"
         for key in MEASURED:
@@ -66,6 +68,9 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         if variant == "ours":
             assert isinstance(m["delivered_ratio"], float)
             assert "dispatcher_stats" in m
+        if variant == "stub":  # our request path ran, one hit per request, none delivered
+            assert m["dispatcher_stats"]["queued"] >= m["requests"]
+            assert m["delivered_ratio"] is None
 
     assert {(r["stack"], r["variant"]) for r in data["summary"]} == set(seen)
     for row in data["summary"]:
