@@ -26,9 +26,13 @@ _VISITOR_CACHE_MAX_UA = 512
 class RandomSource(Protocol):
     """What the core needs of a random generator (``random.Random`` fits)."""
 
-    def random(self) -> float: ...
+    def random(self) -> float:
+        """A float in [0, 1)."""
+        ...
 
-    def getrandbits(self, k: int, /) -> int: ...
+    def getrandbits(self, k: int, /) -> int:
+        """An int of ``k`` random bits."""
+        ...
 
 
 def new_page_view_id(rng: RandomSource) -> str:
