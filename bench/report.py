@@ -230,6 +230,11 @@ def markdown(data: dict[str, Any]) -> str:
         for name, part in micro.items():
             if "error" in part:
                 text = "error: " + str(part["error"]).splitlines()[0][:150]
+            elif name == "tricks":
+                text = "; ".join(
+                    f"{trick}: {v['trick_ns']:,} vs {v['plain_ns']:,} ns"
+                    for trick, v in part.items()
+                )
             elif "added_us" in part:
                 text = (
                     f"bare {part['bare_us']:.2f} µs, ours {part['ours_us']:.2f} µs per request: "

@@ -120,7 +120,8 @@ class MatomoMiddleware:
         if state is None:
             state = scope["state"] = {}
         elif state.__class__ is not dict and not isinstance(state, MutableMapping):
-            # (a type check first: an ABC check is not cheap) Not ours to write into.
+            # Not ours to write into. (The exact class first: an ABC check costs 250 ns more,
+            # bench/micro.py "tricks".)
             await self.app(scope, receive, send)
             return
         pending = self._flow.begin(

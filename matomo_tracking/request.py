@@ -137,7 +137,7 @@ def _asgi_paths(scope: Mapping[str, Any]) -> tuple[str, str, str]:
     """(root path, app-relative path, full path) of an ASGI scope."""
     root_path = scope.get("root_path") or ""
     path = scope.get("path") or "/"
-    if not root_path and path.__class__ is str and path[:1] == "/":
+    if not root_path and isinstance(path, str) and path[:1] == "/":
         return "", path, path  # the common case, as the general one below would find it
     if not isinstance(root_path, str):
         root_path = ""
@@ -156,7 +156,7 @@ def asgi_app_path(scope: Mapping[str, Any]) -> str:
     """The app-relative path of an ASGI scope (``root_path`` removed when ``path`` has it):
     what filters see, computed without building a view (the adapters' cheap early exit)."""
     path = scope.get("path")
-    if not scope.get("root_path") and path.__class__ is str and path[:1] == "/":
+    if not scope.get("root_path") and isinstance(path, str) and path[:1] == "/":
         return path  # no root path: what _asgi_paths() gives, without its work
     return _asgi_paths(scope)[1]
 
@@ -169,9 +169,9 @@ def request_from_asgi(scope: Mapping[str, Any]) -> RequestView:
     for item in raw_headers:
         try:
             raw_name, raw_value = item
-            if raw_name.__class__ is not bytes:
+            if not isinstance(raw_name, bytes):
                 raw_name = bytes(raw_name)
-            if raw_value.__class__ is not bytes:
+            if not isinstance(raw_value, bytes):
                 raw_value = bytes(raw_value)
         except (TypeError, ValueError):
             continue
@@ -270,6 +270,7 @@ def request_from_wsgi(environ: Mapping[str, Any]) -> RequestView:
     headers: dict[str, str] = {}
     names = _WSGI_HEADER_NAMES
     for key, value in environ.items():
+        # The exact class first: 140 ns less per request (bench/micro.py "tricks").
         if key.__class__ is not str and not isinstance(key, str):
             continue
         if key[:5] == "HTTP_":

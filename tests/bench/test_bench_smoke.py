@@ -28,7 +28,7 @@ MEASURED = (
     "delivered_hits",
     "delivered_ratio",
 )
-MICRO = ("asgi_overhead", "wsgi_overhead", "asyncio_dispatcher", "thread_dispatcher")
+MICRO = ("asgi_overhead", "tricks", "wsgi_overhead", "asyncio_dispatcher", "thread_dispatcher")
 
 
 def test_quick_run_writes_results(tmp_path: Path) -> None:
