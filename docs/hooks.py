@@ -17,6 +17,7 @@ DOCUMENTED = (
     "matomo_wsgi.celery",
     "matomo_tracking",
     "matomo_tracking.testing",
+    "matomo_tracking.metrics",
 )
 
 
