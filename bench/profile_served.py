@@ -171,7 +171,7 @@ def profile(stack: str, variant: str, seconds: float, rate: int) -> tuple[dict[s
             server.stop()
             collector.stop()
     summary = summarize(raw)
-    requests = int(load.get("requests", 0) or 0)
+    requests = int(str(load.get("requests", 0) or 0))
     # py-spy samples the GIL holder, also while it waits for a core: its shares are of the
     # Python work; the µs are those shares of the user CPU per request.
     cpu_us = user / max(1, requests) * 1e6
