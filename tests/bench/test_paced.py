@@ -27,21 +27,14 @@ async def _serve(stall_after: int, stall_s: float) -> tuple[asyncio.Server, int]
 
 
 def test_a_stall_shows_in_the_tail_and_every_scheduled_request_is_sent() -> None:
-    async def main() -> tuple[float, float, int, int]:
+    async def main() -> PacedResult:
         server, port = await _serve(stall_after=50, stall_s=0.3)
         async with server:
-            result = await paced_load(port, rate=200.0, seconds=1.5, connections=1)
-        return (
-            result.latency_ms["p50"],
-            result.latency_ms["p99"],
-            *(
-                result.completed,
-                result.scheduled,
-            ),
-        )
+            return await paced_load(port, rate=200.0, seconds=1.5, connections=1)
 
-    p50, p99, completed, scheduled = asyncio.run(main())
-    assert completed == scheduled == 300
+    result = asyncio.run(main())
+    assert result.completed == result.scheduled == 300
+    p50, p99 = result.latency_ms["p50"], result.latency_ms["p99"]
     assert p50 < 50  # most requests are answered at once
     # With one connection a closed-loop client would see one slow request; here the ~60
     # requests due during the 300 ms stall all count their wait from their scheduled start.
