@@ -10,8 +10,9 @@ address, for instance). Keyword arguments of the tag::
     {% matomo_tracking_code dimension1=plan dimension2="beta" noscript=True %}
 
 ``site_id``, ``user_id``, ``title`` (or ``document_title``), ``dimensions`` (a mapping) or
-``dimension<N>``, ``disable_cookies``, ``link_tracking``, ``nonce``, ``noscript`` and
-``extra_commands`` are those of ``matomo_tracking.snippet.tracking_code``. Template values
+``dimension<N>``, ``disable_cookies``, ``link_tracking``, ``nonce``, ``noscript``,
+``extra_commands``, ``page_variables`` and ``visit_variables`` are those of
+``matomo_tracking.snippet.tracking_code``. Template values
 are loosely typed, so ``user_id``, ``title``, ``nonce`` and dimension values are turned into
 strings (an anonymous user's empty name sets no user id). ``token_auth`` is never used.
 """
@@ -36,7 +37,16 @@ register = template.Library()
 _SETTING = "MATOMO_API_TRACKING"
 _DIMENSION = re.compile(r"dimension([1-9][0-9]{0,5})")
 _PASSED = frozenset(
-    {"site_id", "disable_cookies", "link_tracking", "noscript", "extra_commands", "dimensions"}
+    {
+        "site_id",
+        "disable_cookies",
+        "link_tracking",
+        "noscript",
+        "extra_commands",
+        "dimensions",
+        "page_variables",
+        "visit_variables",
+    }
 )
 _TEXT = {"user_id": "user_id", "title": "document_title", "document_title": "document_title"}
 

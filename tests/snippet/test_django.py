@@ -159,6 +159,15 @@ def test_template_values_become_strings() -> None:
     )
 
 
+def test_custom_variables_pass_through_the_tag() -> None:
+    variables = {"page_variables": {1: ("Plan", "pro")}, "visit_variables": {2: ("Role", "x")}}
+
+    code = tracking_code_from_settings(SETTINGS, noscript=True, **variables)
+
+    assert code == tracking_code(url=JS_URL, site_id=3, noscript=True, **variables)
+    assert "setCustomVariable" in code
+
+
 def test_callable_site_id_needs_the_argument() -> None:
     options = {"url": JS_URL, "site_id": lambda view: 1}
     with pytest.raises(ValueError, match="site_id"):
