@@ -229,6 +229,7 @@ class BaseTracker:
         }
         request = merged.get("request")
         view: RequestView | None = None
+        client_ip: str | None = None
         if request is not None:
             view = request_view_of(request)
             origin = self._urls.origin(view)
@@ -240,8 +241,9 @@ class BaseTracker:
             ):
                 if view.header(header):
                     merged.setdefault(key, view.header(header))
-            if origin.client_ip is not None:
-                merged.setdefault("ip", origin.client_ip)
+            client_ip = origin.client_ip
+            if client_ip is not None:
+                merged.setdefault("ip", client_ip)
             if "client_hints" not in merged:
                 uadata = self._hints.uadata(view.headers)
                 if uadata:
@@ -277,7 +279,6 @@ class BaseTracker:
             forced = forced.lower()
         if view is not None:
             # The visitor ids the middleware's hits for this request carry.
-            client_ip = self._urls.origin(view).client_ip
             if client_ip is not None and config.anonymize_ip:
                 client_ip = anonymize_ip(client_ip, config.anonymize_ip)
             self._identity.visitor_ids(
