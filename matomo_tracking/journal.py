@@ -33,6 +33,7 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -63,18 +64,13 @@ _WARN_INTERVAL = 60.0
 _WAL_LIMIT = 16 * 1024 * 1024
 # Parameters Matomo accepts only with a valid token_auth (matomo-tracking-api.md, 2.6); in the
 # encoded JSON object a key is preceded by "{" or "," (inside a value a quote is escaped).
-_TOKEN_KEYS = tuple(
-    prefix + b'"' + key + b'":'
-    for key in (b"cip", b"country", b"region", b"city", b"lat", b"long")
-    for prefix in (b"{", b",")
-)
+_TOKEN_KEYS = re.compile(rb'[{,]"(?:cip|country|region|city|lat|long)":')
 
 _SCHEMA = """
 CREATE TABLE hits (
     id INTEGER PRIMARY KEY,
     created REAL NOT NULL,
     lane INTEGER NOT NULL,
-    token INTEGER NOT NULL,
     data BLOB NOT NULL,
     origin INTEGER NOT NULL,
     owner INTEGER,
@@ -82,7 +78,6 @@ CREATE TABLE hits (
 );
 CREATE INDEX hits_free ON hits (id) WHERE lease IS NULL;
 CREATE INDEX hits_lease ON hits (lease) WHERE lease IS NOT NULL;
-CREATE INDEX hits_owner ON hits (owner) WHERE owner IS NOT NULL;
 CREATE TABLE totals (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     rows INTEGER NOT NULL,
@@ -97,7 +92,7 @@ _TABLES = {"hits", "totals"}
 def needs_token(data: bytes) -> bool:
     """Whether an encoded hit carries a parameter that Matomo accepts only with a valid
     ``token_auth`` (``cip``, ``country``, ``region``, ``city``, ``lat``, ``long``)."""
-    return any(key in data for key in _TOKEN_KEYS)
+    return _TOKEN_KEYS.search(data) is not None
 
 
 class JournalError(ValueError):
@@ -135,12 +130,14 @@ class Claim:
 class Appended:
     """What ``append`` did: hits ``stored`` (committed, as rows ``first_row`` onwards),
     dropped because the journal is ``full`` (``spool_max_bytes``), dropped because it could
-    not be written (``failed``)."""
+    not be written (``failed``), and rows deleted first (``settled``; -1: the transaction
+    failed)."""
 
     stored: int
     full: int = 0
     failed: int = 0
     first_row: int = 0
+    settled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,19 +338,24 @@ class Journal:
         held: Sequence[EncodedHit] = (),
         spare: Sequence[EncodedHit] = (),
         lease: float = 0.0,
+        settle: Sequence[int] = (),
+        settle_size: int | None = None,
     ) -> Appended:
         """Store ``owner``'s new hits in one transaction, in order, each in the lane of its
         visitor (``EncodedHit.visitor``, the same in every process): ``held``
         ones leased to it until ``now + lease`` (it holds them in memory and delivers them),
         then ``spare`` ones, free for any process to claim. As many as fit in ``max_bytes``
         are stored (rows ``first_row``, ``first_row + 1``...), the rest dropped (``full``);
-        if the journal cannot be written, nothing is stored (``failed``)."""
+        if the journal cannot be written, nothing is stored (``failed``). The same
+        transaction first deletes the rows ``settle`` (as ``settle()`` does: one commit per
+        round of an executor)."""
         total = len(held) + len(spare)
-        if not total:
+        if not total and not settle:
             return Appended(0)
         try:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
+            settled = self._delete(db, owner, settle, settle_size) if settle else 0
             used = db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0]
             room = self.max_bytes - used
             rows = []
@@ -369,7 +371,6 @@ class Journal:
                         (
                             hit.created,
                             hit.visitor,
-                            needs_token(data),
                             data,
                             owner,
                             claim_owner,
@@ -382,8 +383,8 @@ class Journal:
             first = 0
             if rows:
                 db.executemany(
-                    "INSERT INTO hits (created, lane, token, data, origin, owner, lease) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO hits (created, lane, data, origin, owner, lease) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 # one transaction holds the write lock: its rows got consecutive ids
@@ -395,8 +396,8 @@ class Journal:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._error("append", exc, now)
-            return Appended(0, failed=total)
-        return Appended(len(rows), full=total - len(rows), first_row=first)
+            return Appended(0, failed=total, settled=-1)
+        return Appended(len(rows), full=total - len(rows), first_row=first, settled=settled)
 
     def claim(
         self,
@@ -474,30 +475,40 @@ class Journal:
             possible_duplicates=sum(1 for r in picked if r[4] is not None),
         )
 
-    def settle(self, owner: int, rows: Sequence[int], now: float) -> int:
+    def settle(
+        self, owner: int, rows: Sequence[int], now: float, *, size: int | None = None
+    ) -> int:
         """Delete the ``rows`` that Matomo's answer decided, those ``owner`` still holds;
-        returns how many were deleted."""
+        returns how many were deleted. ``size``: their bytes of encoded hits, if the caller
+        knows it (else, or if some rows were no longer held, the totals are counted again)."""
         if not rows:
             return 0
-        where = f"id IN ({_ids(rows)}) AND owner = ?"
         try:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
-            count, size = db.execute(
-                f"SELECT count(*), coalesce(sum(length(data)), 0) FROM hits WHERE {where}",  # noqa: S608
-                (owner,),
-            ).fetchone()
-            if count:
-                db.execute(f"DELETE FROM hits WHERE {where}", (owner,))  # noqa: S608
-                db.execute(
-                    "UPDATE totals SET rows = rows - ?, bytes = bytes - ? WHERE id = 0",
-                    (count, size),
-                )
+            count = self._delete(db, owner, rows, size)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._error("settle", exc, now)
             return 0
-        return int(count)
+        return count
+
+    @staticmethod
+    def _delete(db: sqlite3.Connection, owner: int, rows: Sequence[int], size: int | None) -> int:
+        count: int = db.execute(
+            f"DELETE FROM hits WHERE id IN ({_ids(rows)}) AND owner = ?",  # noqa: S608
+            (owner,),
+        ).rowcount
+        if size is not None and count == len(rows):
+            db.execute(
+                "UPDATE totals SET rows = rows - ?, bytes = bytes - ? WHERE id = 0", (count, size)
+            )
+        elif count:
+            db.execute(
+                "UPDATE totals SET (rows, bytes) = "
+                "(SELECT count(*), coalesce(sum(length(data)), 0) FROM hits) WHERE id = 0"
+            )
+        return count
 
     def release(
         self, owner: int, rows: Sequence[int], now: float, *, retry_at: float | None = None
@@ -523,7 +534,11 @@ class Journal:
         (a row whose lease expired and that another owner claimed is no longer held)."""
         try:
             db = self._conn()
-            cursor = db.execute("UPDATE hits SET lease = ? WHERE owner = ?", (now + lease, owner))
+            cursor = db.execute(
+                "UPDATE hits INDEXED BY hits_lease SET lease = ? "
+                "WHERE lease IS NOT NULL AND owner = ?",
+                (now + lease, owner),
+            )
         except sqlite3.Error as exc:
             self._error("renew", exc, now)
             return 0
@@ -562,8 +577,11 @@ class Journal:
         location), and hits at least ``max_age`` seconds old at ``now``; -1 on an error."""
         try:
             db = self._conn()
+            # read once, when a sender starts: the hits are scanned then, not when written
+            db.create_function("needs_token", 1, needs_token, deterministic=True)
             found = db.execute(
-                "SELECT count(*) FROM hits WHERE token != 0 OR created <= ?", (now - max_age,)
+                "SELECT count(*) FROM hits WHERE created <= ? OR needs_token(data)",
+                (now - max_age,),
             ).fetchone()[0]
         except sqlite3.Error as exc:
             self._error("count", exc, now)

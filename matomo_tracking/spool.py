@@ -64,6 +64,7 @@ class SpoolWork:
     held: list[EncodedHit] = field(default_factory=list)
     spare: list[EncodedHit] = field(default_factory=list)
     settle: list[int] = field(default_factory=list)
+    settle_bytes: int = 0
     release: list[int] = field(default_factory=list)
     room: int = 0
     room_bytes: int = 0
@@ -72,6 +73,7 @@ class SpoolWork:
     written: int = 0
     lost: int = 0
     lost_reason: str = ""
+    failed: bool = False
     claim: Claim | None = None
 
 
@@ -79,7 +81,7 @@ class Spool:
     """Keeps ``queue``'s hits in ``journal`` (see the module's docstring).
 
     ``owner``: this process's number in the journal (a random 63-bit int, drawn by the
-    executor). ``external``: the app only writes the journal.
+    executor). ``external`` (``sender="external"``): the app only writes the journal.
     """
 
     __slots__ = (
@@ -93,8 +95,10 @@ class Spool:
         "_release",
         "_renew_at",
         "_rows",
+        "_rows_since",
+        "_seen_rows",
         "_settle",
-        "_silent_rows",
+        "_settle_bytes",
         "_unwritten",
         "_warned",
         "_watch_at",
@@ -121,12 +125,14 @@ class Spool:
         self._unwritten: dict[int, EncodedHit] = {}  # admitted, held, not yet written
         self._writing: dict[int, EncodedHit | None] = {}  # being written; None: settled meanwhile
         self._settle: list[int] = []
+        self._settle_bytes = 0
         self._release: list[int] = []
         self._next_sync = 0.0
         self._claim_at = 0.0
         self._renew_at = 0.0
         self._watch_at = 0.0
-        self._silent_rows: int | None = None
+        self._seen_rows: int | None = None
+        self._rows_since: float | None = None  # since when the journal holds rows
         self._warned: float | None = None
 
     # -- the queue's events (under the executor's lock) --------------------------------------
@@ -145,7 +151,11 @@ class Spool:
             key = id(hit)
             found = self._rows.pop(key, None)
             if found is not None:
-                (self._release if keep else self._settle).append(found[1])
+                if keep:
+                    self._release.append(found[1])
+                else:
+                    self._settle.append(found[1])
+                    self._settle_bytes += len(hit.data)
             elif self._unwritten.pop(key, None) is not None:
                 if keep:  # never written: the journal keeps it for the next process
                     self._queue.overflow.append(hit)  # type: ignore[union-attr]
@@ -177,6 +187,7 @@ class Spool:
             held=[] if final else unwritten,
             spare=unwritten + overflow if final else list(overflow),
             settle=self._settle,
+            settle_bytes=self._settle_bytes,
             release=self._release,
         )
         if final:
@@ -185,6 +196,7 @@ class Spool:
         overflow.clear()
         self._unwritten = {}
         self._settle = []
+        self._settle_bytes = 0
         self._release = []
         for hit in work.held:
             self._writing[id(hit)] = hit
@@ -198,16 +210,21 @@ class Spool:
     def run(self, work: SpoolWork, now: float) -> None:
         """Off the executor's lock: the journal's transactions for ``work``."""
         journal, owner = self._journal, self.owner
-        if work.settle:
-            journal.settle(owner, work.settle, now)
         if work.release:
             journal.release(owner, work.release, now)
-        if work.held or work.spare:
+        if work.held or work.spare or work.settle:  # one transaction
             outcome = journal.append(
-                owner, now, held=work.held, spare=work.spare, lease=self._lease
+                owner,
+                now,
+                held=work.held,
+                spare=work.spare,
+                lease=self._lease,
+                settle=work.settle,
+                settle_size=work.settle_bytes,
             )
             work.first_row = outcome.first_row
             work.written = outcome.stored
+            work.failed = outcome.settled < 0
             work.lost = outcome.full + outcome.failed
             work.lost_reason = "spool_error" if outcome.failed else "spool_full"
         if now >= self._renew_at and not self.external:
@@ -229,6 +246,9 @@ class Spool:
         """Under the executor's lock: remember the rows written, put the rows claimed into the
         queue (what no longer fits goes back to the journal), count what was lost."""
         queue = self._queue
+        if work.failed:  # the transaction did not happen: delete those rows next time
+            self._settle.extend(work.settle)
+            self._settle_bytes += work.settle_bytes
         held_written = min(work.written, len(work.held))
         for index, hit in enumerate(work.held):
             state = self._writing.pop(id(hit), None)
@@ -237,6 +257,7 @@ class Spool:
             row = work.first_row + index
             if state is None:
                 self._settle.append(row)  # settled while it was being written
+                self._settle_bytes += len(hit.data)
             else:
                 self._rows[id(hit)] = (hit, row)
         spare_written = work.written - held_written
@@ -275,18 +296,27 @@ class Spool:
         counts = self._journal.counts(now)
         if counts is None:
             return
-        silent = counts.last_claim is None or now - counts.last_claim >= _SENDER_SILENCE
-        grew = self._silent_rows is not None and counts.rows > self._silent_rows
-        self._silent_rows = counts.rows if silent else None
-        if silent and grew and (self._warned is None or now - self._warned >= _WARN_INTERVAL):
+        grew = self._seen_rows is not None and counts.rows > self._seen_rows
+        self._seen_rows = counts.rows
+        if not counts.rows:
+            self._rows_since = None
+            return
+        if self._rows_since is None:
+            self._rows_since = now
+        last = counts.last_claim
+        quiet = now - (self._rows_since if last is None else max(last, self._rows_since))
+        if (
+            grew
+            and quiet >= _SENDER_SILENCE
+            and (self._warned is None or now - self._warned >= _WARN_INTERVAL)
+        ):
             self._warned = now
-            since = "yet" if counts.last_claim is None else f"for {now - counts.last_claim:.0f} s"
             logger.warning(
-                "matomo: the journal %s holds %d hit(s) and no sender has claimed any %s: "
-                "is `matomo-middleware send --spool %s` running?",
+                "matomo: the journal %s holds %d hit(s) and no sender has claimed any for "
+                "%.0f s: is `matomo-middleware send --spool %s` running?",
                 self._journal.path,
                 counts.rows,
-                since,
+                quiet,
                 self._journal.path,
             )
 

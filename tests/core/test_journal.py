@@ -337,6 +337,39 @@ def test_settled_rows_are_gone_and_counted_out(journal: Journal) -> None:
     assert numbers(journal.claim(A, 22.0, lease=60, max_hits=100, max_bytes=BIG)) == [4, 5]
 
 
+def test_a_round_settles_and_appends_in_one_transaction(journal: Journal) -> None:
+    fill(journal, 3)
+    claim = journal.claim(A, 20.0, lease=60, max_hits=2, max_bytes=BIG)
+    assert claim is not None
+    size = sum(len(h.data) for h in claim.hits)
+
+    done = journal.append(A, 21.0, spare=[hit(7)], settle=claim.rows, settle_size=size)
+
+    assert (done.stored, done.settled) == (1, 2)
+    counts = journal.counts(21.0)
+    assert counts is not None
+    assert (counts.rows, counts.bytes) == (2, 2 * len(hit(0).data))
+
+
+def test_a_settle_of_rows_no_longer_held_counts_the_totals_again(journal: Journal) -> None:
+    fill(journal, 3)
+    claim = journal.claim(A, 20.0, lease=5, max_hits=3, max_bytes=BIG)
+    assert claim is not None
+    other = journal.claim(B, 30.0, lease=5, max_hits=1, max_bytes=BIG)  # A's lease expired
+    assert numbers(other) == [0]
+
+    # A's answer came late: 2 of its 3 rows are still A's (size is for 3: recounted)
+    assert journal.settle(A, claim.rows, 31.0, size=999) == 2
+    counts = journal.counts(31.0)
+    assert counts is not None
+    assert (counts.rows, counts.bytes) == (1, len(hit(0).data))
+    assert other is not None
+    assert journal.settle(B, other.rows, 31.0, size=len(hit(0).data)) == 1
+    counts = journal.counts(31.0)
+    assert counts is not None
+    assert (counts.rows, counts.bytes) == (0, 0)
+
+
 def test_a_lane_is_held_by_one_owner_at_a_time(journal: Journal) -> None:
     # lanes 0 and 1 alternate: 0, 2, 4 ... are one visitor, 1, 3, 5 ... another
     fill(journal, 10, lanes=2)
@@ -505,12 +538,12 @@ def test_a_journal_that_breaks_later_fails_counted_and_rate_limited(
     vandal.close()
 
     with caplog.at_level(logging.DEBUG, logger="matomo_tracking.journal"):
-        assert journal.append(A, 100.0, spare=[hit(9)]) == Appended(0, failed=1)
-        assert journal.append(A, 101.0, spare=[hit(9)]) == Appended(0, failed=1)
+        assert journal.append(A, 100.0, spare=[hit(9)]) == Appended(0, failed=1, settled=-1)
+        assert journal.append(A, 101.0, spare=[hit(9)]) == Appended(0, failed=1, settled=-1)
         assert journal.claim(A, 102.0, lease=9, max_hits=9, max_bytes=BIG) is None
         assert journal.counts(103.0) is None
         assert journal.needing_token(103.0, max_age=1.0) == -1
-        assert journal.append(A, 161.0, spare=[hit(9)]) == Appended(0, failed=1)
+        assert journal.append(A, 161.0, spare=[hit(9)]) == Appended(0, failed=1, settled=-1)
 
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage().split(" failed")[0][-6:] for r in warnings] == [
@@ -549,7 +582,7 @@ def test_a_journal_locked_by_another_process_fails_the_append_not_the_caller(
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        assert journal.append(A, 10.0, spare=[hit(1)]) == Appended(0, failed=1)
+        assert journal.append(A, 10.0, spare=[hit(1)]) == Appended(0, failed=1, settled=-1)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
