@@ -36,6 +36,10 @@ _PREFLIGHT_HEADERS = (
     ("access-control-allow-methods", "GET, POST"),
     ("access-control-allow-headers", "*"),
 )
+_CORS_HEADERS = (
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-credentials", "true"),
+)
 _TOKEN_AGE_LIMIT = 86400
 _HEX = frozenset("0123456789abcdefABCDEF")
 _INT = re.compile(r"-?[0-9]+")
@@ -207,6 +211,16 @@ class Collector:
             if self.mode.retry_after:
                 headers.append(("retry-after", self.mode.retry_after))
             return status, headers, b"collector failure mode"
+        status, headers, payload = self._matomo_answer(method, query, body)
+        # Matomo's own headers (core/Tracker/Response.php): GET answers are not to be cached;
+        # other answers allow a browser's cross-origin request.
+        if method == "GET":
+            headers = [*headers, ("cache-control", "no-store")]
+        else:
+            headers = [*headers, *_CORS_HEADERS]
+        return status, headers, payload
+
+    def _matomo_answer(self, method: str, query: str, body: bytes) -> Response:
         now = self.clock()
         if method == "POST" and b'"requests"' in body:
             return self._bulk(body, query, now)
