@@ -38,8 +38,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.micro import _browser_headers  # noqa: E402
-from bench.run import DEFAULT_OURS_OPTIONS, app_command  # noqa: E402
-from bench.servers import CollectorProcess, ProcessTree, Service, free_port  # noqa: E402
+from bench.run import DEFAULT_OURS_OPTIONS, app_service  # noqa: E402
+from bench.servers import CollectorProcess, ProcessTree, free_port  # noqa: E402
 from bench.wrk import LoadSpec, run_wrk  # noqa: E402
 
 __all__ = ["SENDER_COMMAND", "PacedResult", "external_sender_available", "paced_load", "percentile"]
@@ -210,19 +210,10 @@ def measure(
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-    port = free_port()
-    env = {
-        "BENCH_VARIANT": app_variant,
-        "BENCH_MATOMO_URL": collector.url,
-        "BENCH_OPTIONS": json.dumps(options),
-    }
-    server = Service(
-        f"{stack}-{variant}",
-        app_command(stack, port),
-        port=port,
-        log_path=logs / f"{stack}-{variant}.log",
-        env=env,
+    server = app_service(
+        stack, app_variant, collector.url, options, logs / f"{stack}-{variant}.log"
     )
+    port = server.port
     record: dict[str, Any] = {"stack": stack, "variant": variant}
     try:
         server.start()

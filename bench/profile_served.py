@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import shutil
 import subprocess
 import sys
@@ -34,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.run import DEFAULT_OURS_OPTIONS, app_command  # noqa: E402
-from bench.servers import CollectorProcess, ProcessTree, Service, free_port  # noqa: E402
+from bench.run import DEFAULT_OURS_OPTIONS, app_service  # noqa: E402
+from bench.servers import CollectorProcess, ProcessTree, free_port  # noqa: E402
 from bench.wrk import LoadSpec, run_wrk  # noqa: E402
 
 __all__ = ["LAYERS", "layer_of", "main", "summarize"]
@@ -114,18 +113,8 @@ def profile(stack: str, variant: str, seconds: float, rate: int) -> tuple[dict[s
         logs = Path(tmp)
         collector = CollectorProcess(port=free_port(), log_path=logs / "collector.log")
         collector.start()
-        port = free_port()
-        env = {
-            "BENCH_VARIANT": variant,
-            "BENCH_MATOMO_URL": collector.url,
-            "BENCH_OPTIONS": json.dumps(DEFAULT_OURS_OPTIONS),
-        }
-        server = Service(
-            f"{stack}-{variant}",
-            app_command(stack, port),
-            port=port,
-            log_path=logs / "server.log",
-            env=env,
+        server = app_service(
+            stack, variant, collector.url, DEFAULT_OURS_OPTIONS, logs / "server.log"
         )
         try:
             server.start()

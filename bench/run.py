@@ -215,6 +215,20 @@ def app_command(stack: str, port: int) -> list[str]:
     ]
 
 
+def app_service(
+    stack: str, variant: str, matomo_url: str, options: dict[str, Any], log_path: Path
+) -> Service:
+    """A server for ``stack``'s benchmark app in ``variant`` on a free port (not started)."""
+    port = free_port()
+    env = {
+        "BENCH_VARIANT": variant,
+        "BENCH_MATOMO_URL": matomo_url,
+        "BENCH_OPTIONS": json.dumps(options),
+    }
+    command = app_command(stack, port)
+    return Service(f"{stack}-{variant}", command, port=port, log_path=log_path, env=env)
+
+
 def server_description(stack: str) -> str:
     """The server command without ports and paths, for the report."""
     if stack == "asgi":
@@ -339,16 +353,8 @@ class Harness:
             "duration_s": duration,
         }
         self._count += 1
-        port = free_port()
-        env = {
-            "BENCH_VARIANT": variant,
-            "BENCH_MATOMO_URL": self.collector.url,
-            "BENCH_OPTIONS": json.dumps(s.ours_options),
-        }
         log = self.log_dir / f"{self._count:03d}-{stack}-{scenario}-{variant}-{run}.log"
-        server = Service(
-            f"{stack}-{variant}", app_command(stack, port), port=port, log_path=log, env=env
-        )
+        server = app_service(stack, variant, self.collector.url, s.ours_options, log)
         outage: Outage | None = None
         sampler: RssSampler | None = None
         try:
