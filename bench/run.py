@@ -8,7 +8,7 @@ scenario (Matomo answering in 0, 50, 500 ms, down, and an outage mid-run), it lo
 with wrk, measures req/s, latency, CPU per request, peak RSS and hits delivered, and writes
 ``bench/results/<timestamp>.json``, ``latest.json`` and ``latest.md``. See bench/README.md.
 
-    python3 bench/run.py                 the full benchmark (about 35 minutes)
+    python3 bench/run.py                 the full benchmark (about 45 minutes)
     python3 bench/run.py --quick         a smoke test (about 2 minutes)
     python3 bench/run.py --help          every option
 """
