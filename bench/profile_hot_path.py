@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 from matomo_asgi import MatomoMiddleware as AsgiMiddleware
 from matomo_tracking.delivery import DispatchStats
+from matomo_tracking.dispatcher import DispatcherBase
 from matomo_tracking.hits import Hit
 from matomo_wsgi import MatomoMiddleware as WsgiMiddleware
 
@@ -76,7 +77,7 @@ _OPTIONS: dict[str, Any] = {
 }
 
 
-class NullDispatcher:
+class NullDispatcher(DispatcherBase):
     """Delivery stubbed out: every hit is accepted and forgotten."""
 
     def submit(self, hit: Hit) -> bool:

@@ -3,13 +3,12 @@ observing the response through ``send`` and never waiting for Matomo."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
 import time
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -185,7 +184,7 @@ class MatomoMiddleware:
         if not self.config.sync_mode:
             return
         try:
-            await self._flush(self.config.timeout)
+            await self.dispatcher.aflush(self.config.timeout)
         except Exception:
             self._flow.internal_error("delivering hits in sync_mode")
 
@@ -241,31 +240,16 @@ class MatomoMiddleware:
         await send({"type": "lifespan.shutdown.complete"})
 
     def _start(self) -> None:
-        start = getattr(self.dispatcher, "start", None)
-        if callable(start):
-            try:
-                start()
-            except Exception:
-                logger.warning("matomo: the dispatcher did not start", exc_info=True)
+        try:
+            self.dispatcher.start()
+        except Exception:
+            logger.warning("matomo: the dispatcher did not start", exc_info=True)
 
     async def _shutdown(self) -> None:
         try:
-            if self._owns_dispatcher and isinstance(self.dispatcher, AsyncioDispatcher):
-                await self.dispatcher.aclose(self.config.shutdown_timeout)
-            else:
-                await self._flush(self.config.shutdown_timeout)
+            await self.aclose(self.config.shutdown_timeout)
         except Exception:
             logger.warning("matomo: flushing hits at shutdown failed", exc_info=True)
-
-    async def _flush(self, timeout: float) -> None:
-        dispatcher: Any = self.dispatcher
-        aflush = getattr(dispatcher, "aflush", None)
-        if callable(aflush):
-            await aflush(timeout)
-            return
-        flush = getattr(dispatcher, "flush", None)
-        if callable(flush):  # a thread dispatcher: wait for it without blocking the loop
-            await asyncio.to_thread(flush, timeout)
 
     def stats(self) -> DispatchStats:
         """The dispatcher's statistics: hits queued, sent, retried, dropped (by reason)."""
@@ -278,10 +262,10 @@ class MatomoMiddleware:
         Lifespan shutdown does this already; call it when the server runs without lifespan.
         """
         limit = self.config.shutdown_timeout if timeout is None else timeout
-        if self._owns_dispatcher and isinstance(self.dispatcher, AsyncioDispatcher):
+        if self._owns_dispatcher:
             await self.dispatcher.aclose(limit)
         else:
-            await self._flush(limit)
+            await self.dispatcher.aflush(limit)
 
 
 def _file_size(path: object) -> int:

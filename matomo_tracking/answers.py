@@ -7,6 +7,7 @@ and the backoff with jitter.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
@@ -85,6 +86,11 @@ class Answer:
     body: bytes = b""
     retry_after: str | None = None
     location: str | None = None
+
+    @classmethod
+    def of(cls, status: int, body: bytes, headers: Mapping[str, str]) -> Answer:
+        """The answer from its status, body and (case-insensitive) headers."""
+        return cls(status, body, headers.get("retry-after"), headers.get("location"))
 
 
 class AnswerBuffer:

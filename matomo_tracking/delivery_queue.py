@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Final, Literal
 
 from matomo_tracking.answers import (
     Answer,
@@ -51,12 +52,14 @@ from matomo_tracking.delivery import DispatchStats, StatsRecorder
 from matomo_tracking.wire import EncodedHit, bulk_body
 
 __all__ = [
+    "HANDED_OVER",
     "Admission",
     "Batch",
     "DeliveryEvent",
     "DeliveryQueue",
     "EventKind",
     "Listener",
+    "Outcome",
     "Wait",
 ]
 
@@ -106,6 +109,12 @@ class DeliveryEvent:
     hits: Sequence[EncodedHit] = field(default=(), repr=False)
 
 
+#: The outcome of a hand-over that delivers for good (a Celery broker took the batch).
+HANDED_OVER: Final = "handed over"
+
+#: How a batch ended, as an executor reports it (``DeliveryQueue.report``).
+Outcome = Answer | tuple[TransportError, str] | Literal["handed over"]
+
 #: A subscriber to a queue's events: called under the executor's lock, it must be quick and
 #: must not call the queue back.
 Listener = Callable[[DeliveryEvent], None]
@@ -149,7 +158,7 @@ class DeliveryQueue:
     each ``DeliveryEvent`` (the statistics behind ``stats()`` are the first).
     ``lanes``: how many lanes (default ``max_concurrent_batches``); ``concurrency``: batches
     in flight at the most (default ``max_concurrent_batches``; a hand-over to one broker
-    connection wants 1).
+    connection wants 1); ``target``: what batches go to, in log lines.
     """
 
     def __init__(
@@ -158,8 +167,10 @@ class DeliveryQueue:
         *,
         lanes: int | None = None,
         concurrency: int | None = None,
+        target: str = "Matomo",
     ) -> None:
         self.config = config
+        self._target = target
         self._limit = max(1, config.max_concurrent_batches if concurrency is None else concurrency)
         count = max(1, config.max_concurrent_batches if lanes is None else lanes)
         self._lanes: list[deque[EncodedHit]] = [deque() for _ in range(count)]
@@ -192,6 +203,7 @@ class DeliveryQueue:
         self._retry_after: float | None = None
         self._split: int | None = None  # a 413 halved the batch size until a success
         self._closed = False
+        self._closing: int | None = None  # shutdown drops before close()
         self._deadline: float | None = None
         self._full_warned: float | None = None
         self._pace_warned: float | None = None
@@ -278,8 +290,8 @@ class DeliveryQueue:
         if self._full_warned is None or now - self._full_warned >= WARN_INTERVAL:
             self._full_warned = now
             logger.warning(
-                "matomo: the queue is full (%d hits, %d bytes held); dropping new hits until "
-                "Matomo catches up (see stats().dropped['queue_full'])",
+                "matomo: queue full (%d hits, %d bytes held); dropping new hits until Matomo "
+                "catches up (see stats().dropped['queue_full'])",
                 self._held,
                 self._held_bytes,
             )
@@ -291,10 +303,23 @@ class DeliveryQueue:
         return self._closed or self.config.sync_mode or self._flush_target > self.finished
 
     def next_step(self, now: float, draw: float) -> Batch | Wait:
-        """The next batch to POST, or how long to wait before asking again."""
-        if self._deadline is not None and now >= self._deadline:
+        """The next batch to POST, or how long to wait before asking again (never past the
+        close deadline, when everything left is given up)."""
+        deadline = self._deadline
+        if deadline is not None and now >= deadline:
             self.give_up("shutdown")
             return Wait(None)
+        step = self._next(now, draw)
+        if (
+            deadline is not None
+            and isinstance(step, Wait)
+            and self._held
+            and (step.seconds is None or now + step.seconds > deadline)
+        ):
+            return Wait(deadline - now)
+        return step
+
+    def _next(self, now: float, draw: float) -> Batch | Wait:
         if not self._waiting:
             return Wait(None)
         self._check_pace(now)
@@ -481,7 +506,7 @@ class DeliveryQueue:
             self._emit(DeliveryEvent(EventKind.POSSIBLE_DUPLICATE, batch.count, hits=batch.hits))
         self._retry(
             batch,
-            f"could not reach Matomo ({error.value}: {detail})",
+            f"could not reach {self._target} ({error.value}: {detail})",
             None,
             now,
             kind=f"retry:{error.value}",
@@ -491,7 +516,18 @@ class DeliveryQueue:
         """``batch`` was handed over for good to something that delivers it (a broker)."""
         if self._land(batch, 0, now):
             self._settle(batch.hits, EventKind.SENT)
-            self._recovered(now, "the Celery broker accepts batches again")
+            self._recorder.recovered(f"{self._target} accepts batches again")
+            self._recovered()
+
+    def report(self, batch: Batch, outcome: Outcome, now: float) -> None:
+        """Report how ``batch`` ended, whatever the executor: an ``Answer``, a transport
+        failure ``(TransportError, detail)``, or ``HANDED_OVER``."""
+        if isinstance(outcome, Answer):
+            self.answered(batch, outcome, now)
+        elif isinstance(outcome, str):  # HANDED_OVER
+            self.delivered(batch, now)
+        else:
+            self.failed(batch, outcome[0], outcome[1], now)
 
     def give_back(self, batch: Batch) -> None:
         """The executor could not finish ``batch`` (its loop is torn down): its hits go back
@@ -535,16 +571,16 @@ class DeliveryQueue:
             self._recorder.explain_unconfirmed(count - confirmed, count)
         seconds = now - batch.started
         self._rtt = seconds if self._rtt is None else 0.8 * self._rtt + 0.2 * seconds
-        self._split = None
-        self._recovered(now, None)
+        if self._split is not None:  # a 413 halved the size: grow back one answer at a time
+            grown = self._split * 2
+            self._split = None if grown >= self.config.batch_max_hits else grown
+        self._recovered()
 
-    def _recovered(self, now: float, message: str | None) -> None:
+    def _recovered(self) -> None:
         if self._failed_at is not None:
             self._failed_at = self._retry_at = self._retry_after = None
             self._attempt = 0
             self._allowed = 1
-            if message is not None:
-                self._recorder.recovered(message)
             return
         # lanes are added while a backlog waits; without one, one batch at a time again
         backlog = (
@@ -608,13 +644,26 @@ class DeliveryQueue:
     def close(self, deadline: float) -> int:
         """Refuse new hits (``closed``); what is held goes out at once until ``deadline``,
         when ``next_step`` gives up on what is left (``shutdown``). Returns the flush target."""
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            self._closing = self._recorder.dropped["shutdown"]
         self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
         return self.flush_target()
+
+    def finish_close(self) -> bool:
+        """After ``close``: give up what is left (``shutdown``), log how many hits the close
+        left undelivered, and say whether there were none."""
+        self.give_up("shutdown")
+        before = self._recorder.dropped["shutdown"] if self._closing is None else self._closing
+        lost = self._recorder.dropped["shutdown"] - before
+        if lost:
+            logger.warning("matomo: closed with %d hit(s) undelivered (dropped)", lost)
+        return lost == 0
 
     def reopen(self) -> None:
         """Accept hits again after ``close`` (an executor started again)."""
         self._closed = False
+        self._closing = None
         self._deadline = None
 
     @property
@@ -634,9 +683,7 @@ class DeliveryQueue:
         self._in_flight.clear()
         self._busy = [False] * len(self._lanes)
         self._waiting = self._waiting_bytes = 0
-        self._settle(left, EventKind.DROPPED, reason)
-        if left:
-            self._recorder.error(f"gave up on {len(left)} hit(s) ({reason})", kind=reason)
+        self._settle(left, EventKind.DROPPED, reason)  # the executor logs the summary
         return len(left)
 
     def take_waiting(self) -> list[EncodedHit]:

@@ -51,8 +51,10 @@ def check_dispatcher(dispatcher: object, http_client: object) -> None:
         )
     if not isinstance(dispatcher, Dispatcher):
         raise TypeError(
-            f"dispatcher={dispatcher!r} is invalid: expected an object with submit(hit) "
-            "and stats(), such as matomo_asgi.AsyncioDispatcher or matomo_wsgi.ThreadDispatcher"
+            f"dispatcher={dispatcher!r} is invalid: expected a Dispatcher with submit(hit), "
+            "stats() and the lifecycle (start, flush, close, aflush, aclose; "
+            "matomo_tracking.dispatcher.DispatcherBase has them), such as "
+            "matomo_asgi.AsyncioDispatcher or matomo_wsgi.ThreadDispatcher"
         )
 
 

@@ -38,17 +38,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from matomo_tracking.answers import Answer, TransportError
 from matomo_tracking.config import TrackingConfig
-from matomo_tracking.delivery import (
-    Answer,
-    BatchDelivery,
-    DispatchStats,
-    Sleep,
-    StatsRecorder,
-    backoff_delay,
-)
+from matomo_tracking.delivery import BatchDelivery, DispatchStats, Sleep, StatsRecorder
+from matomo_tracking.delivery_queue import HANDED_OVER, Batch, Outcome
 from matomo_tracking.wire import EncodedHit
-from matomo_wsgi.dispatcher import ThreadDispatcher, post_batch
+from matomo_wsgi.dispatcher import HttpPoster
+from matomo_wsgi.executor import ThreadExecutor
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -57,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TASK_NAME",
+    "BrokerPoster",
     "CeleryDispatcher",
     "DeliveryTask",
     "pack_batches",
@@ -109,27 +106,23 @@ def unpack_batches(packed: object) -> list[list[EncodedHit]]:
 
 
 class _WorkerState:
-    """What the task keeps per worker process: the HTTP client (made again after a fork),
-    the statistics and the random source for the backoff's jitter."""
+    """What the task keeps per worker process: the poster (its clients made again after a
+    fork), the statistics and the random source for the backoff's jitter."""
 
     def __init__(self, config: TrackingConfig, http_client: httpx.Client | None) -> None:
         self.config = config
         self.lock = threading.Lock()
         self.stats = StatsRecorder(secret=config.token_auth)
         self.rng = random.Random()
-        self._user_client = http_client
-        self._client: httpx.Client | None = None
+        self._poster = HttpPoster(config, http_client)
         self._pid = os.getpid()
 
-    def client(self) -> httpx.Client:
-        if self._user_client is not None:
-            return self._user_client
+    def poster(self) -> HttpPoster:
         with self.lock:
-            if self._client is None or self._pid != os.getpid():
-                # A client inherited over a fork shares the parent's connections: a new one.
+            if self._pid != os.getpid():  # clients inherited over a fork: new ones
                 self._pid = os.getpid()
-                self._client = httpx.Client(timeout=self.config.timeout, follow_redirects=False)
-            return self._client
+                self._poster.reset()
+            return self._poster
 
     def deliver(self, packed: object, attempt: int) -> tuple[object, int, float] | None:
         """Run the policy until the batches are finished (None) or a wait is due: then what
@@ -154,7 +147,7 @@ class _WorkerState:
                     with lock:
                         left, tries = delivery.suspend()
                     return pack_batches(left), tries, step.seconds
-                result = post_batch(self.client(), config.endpoint, step.body, config.timeout)
+                result = self.poster().post_body(step.body, config.timeout)
                 with lock:
                     if isinstance(result, Answer):
                         delivery.answered(result, time.time())
@@ -222,15 +215,38 @@ def register_delivery_task(
     return DeliveryTask(task=task, name=name, config=config, _state=state)
 
 
-class CeleryDispatcher(ThreadDispatcher):
+class BrokerPoster:
+    """Hands each batch to the delivery task (``apply_async``) for a ``ThreadExecutor``: the
+    hits and their creation times only, never the token."""
+
+    def __init__(self, delivery_task: DeliveryTask) -> None:
+        self.delivery_task = delivery_task
+
+    def post(self, batch: Batch) -> Outcome:
+        """Publish ``batch``; ``HANDED_OVER``, or how publishing failed (retried by the queue
+        with the backoff settings, as a refused connection)."""
+        try:
+            self.delivery_task.task.apply_async(args=(pack_batches([batch.hits]),), retry=False)
+        except Exception as exc:
+            return TransportError.CONNECT, f"{type(exc).__name__}: {exc}"
+        return HANDED_OVER
+
+    def reset(self) -> None:
+        """Nothing to forget: Celery's producer pool handles forks."""
+
+    def close(self) -> None:
+        """Nothing to release: the Celery app is yours."""
+
+
+class CeleryDispatcher(ThreadExecutor):
     """A dispatcher for either middleware (``dispatcher=``) that hands batches to Celery.
 
-    Hits are queued and batched exactly as by ``ThreadDispatcher`` (the same queue caps,
-    batch sizes, ``flush``/``close`` deadlines, fork and exit handling); one background
-    thread hands each batch to the delivery task with ``apply_async`` (one batch at a time,
-    whatever ``max_concurrent_batches`` says: the workers deliver in parallel), so ``submit`` never
-    waits for the broker (nor blocks an event loop). When the broker cannot be reached, the
-    thread retries with the backoff settings while new hits fill the queue up to its caps.
+    The core's queue runs as in ``ThreadDispatcher`` (the same caps, batch sizes,
+    ``flush``/``close`` deadlines, fork and exit handling), on a ``ThreadExecutor`` whose one
+    sender hands each batch to the delivery task with ``apply_async`` (one hand-over at a
+    time: the workers deliver in parallel), so ``submit`` never waits for the broker (nor
+    blocks an event loop). When the broker cannot be reached, the hand-over is retried with
+    the backoff settings while new hits fill the queue up to its caps.
 
     ``stats()`` describes the hand-over: ``sent`` and ``batches`` count hits and batches
     handed to the broker; what Matomo answered is logged by the workers (and in
@@ -245,54 +261,13 @@ class CeleryDispatcher(ThreadDispatcher):
                 "delivery_task must be what register_delivery_task() returned, got "
                 f"{type(delivery_task).__name__}"
             )
-        super().__init__(config if config is not None else delivery_task.config)
         self.delivery_task = delivery_task
+        super().__init__(
+            config if config is not None else delivery_task.config,
+            BrokerPoster(delivery_task),
+            concurrency=1,
+            target="the Celery broker",
+        )
 
     def __repr__(self) -> str:
-        return f"CeleryDispatcher(task={self.delivery_task.name!r}, closed={self._closed})"
-
-    def _batch_limit(self) -> int:
-        # One hand-over at a time, from one thread: apply_async is quick (the workers do the
-        # slow part, in parallel), and a Celery producer is not meant to be shared by threads.
-        return 1
-
-    def _deliver_batch(
-        self,
-        hits: list[EncodedHit],
-        *,
-        deadline: float | None,
-        reason: str,
-        windowed: bool = False,
-    ) -> None:
-        # The hand-over is retried as a whole, never handed back to the queue (``windowed``).
-        packed = pack_batches([hits])
-        attempt = 0
-        while True:
-            try:
-                self.delivery_task.task.apply_async(args=(packed,), retry=False)
-            except Exception as exc:
-                with self._lock:
-                    self._stats.retried += 1
-                    self._stats.error(
-                        f"could not hand {len(hits)} hit(s) to the Celery broker "
-                        f"({type(exc).__name__}: {exc}); retrying",
-                        kind="retry:broker",
-                    )
-                delay = backoff_delay(
-                    attempt,
-                    base=self.config.backoff_base,
-                    cap=self.config.backoff_max,
-                    draw=self._rng.random(),
-                )
-                attempt += 1
-                if not self._sleep(delay, self._deadline if deadline is None else deadline):
-                    with self._lock:
-                        if not self._given_up:
-                            self._stats.drop(reason, len(hits))
-                    return
-                continue
-            with self._lock:
-                self._stats.batches += 1
-                self._stats.sent += len(hits)
-                self._stats.recovered("the Celery broker accepts batches again")
-            return
+        return f"CeleryDispatcher(task={self.delivery_task.name!r}, closed={self.closed})"

@@ -132,8 +132,9 @@ def config_from_settings(
             raise ImproperlyConfigured(f"{SETTING}: dispatcher={dispatcher!r}: {exc}") from None
     if dispatcher is not None and not isinstance(dispatcher, Dispatcher):
         raise ImproperlyConfigured(
-            f"{SETTING}: dispatcher={dispatcher!r} is invalid: expected an object with "
-            "submit(hit) and stats() (or its dotted path)"
+            f"{SETTING}: dispatcher={dispatcher!r} is invalid: expected a Dispatcher "
+            "with submit(hit), stats() and the lifecycle (start, flush, close, aflush, aclose; "
+            "matomo_tracking.dispatcher.DispatcherBase has them), or its dotted path"
         )
     http_client = options.pop("http_client", None)
     if http_client is not None and not isinstance(http_client, httpx.Client):

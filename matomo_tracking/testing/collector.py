@@ -75,6 +75,7 @@ class _Mode:
     hang_after_read: float = 0.0
     retry_after: str | None = None
     max_body: int | None = None
+    cut: int = 0
 
 
 @dataclass
@@ -147,6 +148,18 @@ class Collector:
         """Read each request, record nothing, and answer only after ``seconds`` (so a client
         with a shorter timeout gives up after Matomo may have received the hits)."""
         self.mode.hang_after_read = seconds
+
+    def cut_answers(self, count: int = 1_000_000) -> None:
+        """Record the next ``count`` tracking requests as usual, then cut their answers short
+        (the connection closes mid-answer: the client cannot know the hits were recorded)."""
+        self.mode.cut = count
+
+    def _cut_now(self, tracking: bool) -> bool:
+        with self._gauge:
+            if not tracking or self.mode.cut <= 0:
+                return False
+            self.mode.cut -= 1
+            return True
 
     def heal(self) -> None:
         """Back to a healthy collector."""
@@ -441,7 +454,8 @@ class Collector:
         finally:
             if tracking:
                 self._ended()
-        length_header = ("content-length", str(len(payload)))
+        declared = len(payload) + (64 if self._cut_now(tracking) else 0)
+        length_header = ("content-length", str(declared))
         start_response(f"{status} {_reason(status)}", [*headers, length_header])
         return [payload]
 
@@ -513,12 +527,13 @@ class Collector:
         finally:
             if tracking:
                 self._ended()
+        declared = len(payload) + (64 if self._cut_now(tracking) else 0)
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
                 "headers": [(k.encode(), v.encode()) for k, v in headers]
-                + [(b"content-length", str(len(payload)).encode())],
+                + [(b"content-length", str(declared).encode())],
             }
         )
         await send({"type": "http.response.body", "body": payload})

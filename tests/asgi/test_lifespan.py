@@ -152,7 +152,7 @@ async def test_a_slow_matomo_is_given_shutdown_timeout_then_abandoned(
     assert await _shutdown(communicator) == {"type": "lifespan.shutdown.complete"}
     assert 0.25 < time.monotonic() - started < 2.0
     assert app.dispatcher.stats().dropped == {"shutdown": 3}
-    assert "3 hit(s) were not delivered" in caplog.text
+    assert "3 hit(s) undelivered" in caplog.text
     collector.release()
 
 

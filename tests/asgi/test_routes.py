@@ -129,7 +129,9 @@ DJANGO_SCRIPT = textwrap.dedent(
     from django.core.asgi import get_asgi_application
     from matomo_asgi import MatomoMiddleware
 
-    class Keep:
+    from matomo_tracking.dispatcher import DispatcherBase
+
+    class Keep(DispatcherBase):
         def __init__(self):
             self.hits = []
         def submit(self, hit):

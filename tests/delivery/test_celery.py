@@ -6,9 +6,7 @@ arrives once, with its time, and the token never travels through the broker."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,40 +19,10 @@ from matomo_tracking.testing import Collector, CollectorServer
 from matomo_wsgi import MatomoMiddleware as WsgiMiddleware
 from matomo_wsgi.celery import CeleryDispatcher
 from tests.delivery.celery_app import make_app
+from tests.delivery.celery_driver import CeleryWorker
 from tests.sentinel import SENTINEL_TOKEN
-from tests.servers import ServerProcess, free_port, require_command
 
 pytestmark = pytest.mark.e2e
-
-
-class CeleryWorker(ServerProcess):
-    """A Celery worker process; started once it logs that it is ready (it has no port)."""
-
-    def start(self) -> CeleryWorker:
-        self.process = subprocess.Popen(
-            self.command,
-            cwd=self.cwd,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + self.startup_timeout
-        while " ready." not in self.log():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the Celery worker did not start:\n{self.log()}")
-            time.sleep(0.05)
-        return self
-
-
-@pytest.fixture
-def broker() -> Iterator[str]:
-    """A Redis server on a free port of 127.0.0.1, as a Celery broker URL."""
-    require_command("redis-server")
-    port = free_port()
-    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    with ServerProcess("redis-server", args, port=port):
-        yield f"redis://127.0.0.1:{port}/0"
 
 
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:

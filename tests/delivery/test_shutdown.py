@@ -130,7 +130,7 @@ def test_uvicorn_sigterm_during_an_outage_exits_by_the_deadline(down: CollectorS
         elapsed = _stop(server)
         log = server.log()
     assert elapsed < 2.0 + MARGIN, log
-    assert undelivered(log, r"(\d+) hit\(s\) were not delivered") == 30
+    assert undelivered(log, r"with (\d+) hit\(s\) undelivered") == 30
     down.accept()
     time.sleep(0.2)
     assert down.collector.hits == []  # given up on, never sent later

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from matomo_asgi import MatomoMiddleware as AsgiMiddleware
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery import BatchBuilder, DispatchStats, StatsRecorder
+from matomo_tracking.dispatcher import DispatcherBase
 from matomo_tracking.fields import (
     MAX_ACTION_NAME_BYTES,
     MAX_DIMENSION_CHARS,
@@ -42,7 +43,7 @@ _HEX = frozenset("0123456789abcdef")
 _PV_ID = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-class RecordingDispatcher:
+class RecordingDispatcher(DispatcherBase):
     """A dispatcher (``submit``/``stats``) that keeps every hit it is given."""
 
     def __init__(self) -> None:

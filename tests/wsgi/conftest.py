@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from matomo_tracking.delivery import DispatchStats, StatsRecorder
+from matomo_tracking.dispatcher import DispatcherBase
 from matomo_tracking.hits import Hit
 from matomo_tracking.testing import Collector
 from matomo_wsgi import MatomoMiddleware, ThreadDispatcher
@@ -19,7 +20,7 @@ from matomo_wsgi import MatomoMiddleware, ThreadDispatcher
 COLLECTOR_URL = "http://collector.test"
 
 
-class RecordingDispatcher:
+class RecordingDispatcher(DispatcherBase):
     """A dispatcher that keeps what it is given (and where it was called from)."""
 
     def __init__(self) -> None:

@@ -1,0 +1,296 @@
+"""The thread executor of the core's ``DeliveryQueue``: delivery threads (one per batch in
+flight, started as needed) ask the queue for the next batch, perform it with a ``Poster`` (an
+HTTP POST, a hand-over to a broker) and report the outcome, or wait as the queue says.
+Nothing here decides or counts: the queue does.
+
+The threads start lazily in the process that first submits, so an executor made before a fork
+(gunicorn ``--preload``) works in every worker: the child forgets the parent's queue, threads,
+locks and connections and starts its own on its first hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import functools
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from typing import Protocol
+
+from matomo_tracking.config import TrackingConfig
+from matomo_tracking.delivery_queue import Admission, Batch, DeliveryQueue, Outcome
+from matomo_tracking.dispatcher import QueueBackedDispatcher
+from matomo_tracking.hits import Hit
+from matomo_tracking.wire import encode_hit
+from matomo_wsgi._process_exit import close_at_child_exit
+
+__all__ = ["Poster", "ThreadExecutor", "close_all"]
+
+logger = logging.getLogger("matomo_wsgi.dispatcher")
+
+#: Seconds a sender thread waits for work before it ends (the last one stays).
+_SENDER_IDLE = 60.0
+#: Seconds between two looks at the queue when delivering from the caller's thread.
+_INLINE_POLL = 0.01
+
+# Every live executor of this process, for ``close_all`` (gunicorn's worker_exit hook).
+_live: weakref.WeakSet[ThreadExecutor] = weakref.WeakSet()
+
+
+class Poster(Protocol):
+    """Performs one batch for a ``ThreadExecutor`` (from any of its threads)."""
+
+    def post(self, batch: Batch) -> Outcome:
+        """Deliver ``batch`` (never raising); how it ended."""
+
+    def reset(self) -> None:
+        """Forget connections inherited over a fork."""
+
+    def close(self) -> None:
+        """Release connections (the executor is closed)."""
+
+
+class ThreadExecutor(QueueBackedDispatcher):
+    """Runs a ``DeliveryQueue`` on threads, with ``poster`` performing the batches.
+
+    ``submit`` never blocks or raises; ``flush``/``close`` wait for the queue (``close`` also
+    at exit); ``aflush``/``aclose`` from an event loop without blocking it. ``sync_mode``:
+    each ``submit`` delivers in the caller's thread within ``timeout``. ``concurrency``:
+    batches in flight at most; ``target``: what ``poster`` delivers to, for log lines.
+    """
+
+    def __init__(
+        self,
+        config: TrackingConfig,
+        poster: Poster,
+        *,
+        concurrency: int | None = None,
+        target: str = "Matomo",
+    ) -> None:
+        self.config = config
+        self._poster = poster
+        self._concurrency = concurrency
+        self._limit = max(1, config.max_concurrent_batches if concurrency is None else concurrency)
+        self._target = target
+        self._closed = False
+        self._reset()
+        _live.add(self)
+        atexit.register(self._at_exit)
+        if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+            os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
+
+    def _reset(self) -> None:
+        """The per-process state (also what a forked child starts again with)."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # idle delivery threads wait on it
+        self._progress = threading.Condition(self._lock)  # flush() and close() wait on it
+        self._queue = DeliveryQueue(self.config, concurrency=self._concurrency, target=self._target)
+        if self._closed:
+            self._queue.close(time.time())
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # threads waiting for work
+        self._stopping = False
+        self._rng = random.Random()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called (later hits are dropped)."""
+        return self._closed
+
+    # -- the contract ------------------------------------------------------------------------
+    def submit(self, hit: Hit) -> bool:
+        """Queue ``hit`` for delivery; False if it was dropped (the drop is counted)."""
+        try:
+            if self._pid != os.getpid():  # a fork the at-fork hook did not see
+                self._reset()
+                self._poster.reset()
+            encoded = encode_hit(hit)
+            with self._lock:
+                admission = self._queue.admit(encoded, time.time())
+                if not admission:
+                    return False
+                target = self._queue.admitted
+                if not self.config.sync_mode:
+                    if admission is Admission.WAKE:
+                        self._changed.notify()
+                    self._ensure_thread()
+                    return True
+            self._drain(target, time.time() + self.config.timeout, "timeout")
+            return True
+        except Exception:
+            logger.warning("matomo: could not queue a hit", exc_info=True)
+            with self._lock:
+                self._queue.reject("error")
+            return False
+
+    def start(self) -> None:
+        """Start the loop thread if hits wait (it also starts on the first ``submit``)."""
+        with self._lock:
+            if self._queue.pending and not self.config.sync_mode:
+                self._ensure_thread()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send everything submitted so far (partial batches go at once); wait up to
+        ``timeout`` seconds (default ``shutdown_timeout``). False (logged) if hits are still
+        queued then; they stay queued."""
+        limit = self.config.shutdown_timeout if timeout is None else timeout
+        deadline = time.time() + max(0.0, limit)
+        with self._lock:
+            target = self._queue.flush_target()
+            running = bool(self._threads)
+            if self._queue.flushed(target) or not running:
+                return self._queue.flushed(target)
+            self._changed.notify()
+            if self._wait(target, deadline):
+                return True
+            left = self._queue.pending
+        logger.warning("matomo: flush timed out after %.1f s; %d hit(s) still queued", limit, left)
+        return False
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Deliver what is left within ``timeout`` seconds (default ``shutdown_timeout``),
+        give up the rest (``shutdown``, logged), stop the threads and release connections;
+        later hits are dropped (``closed``). Returns whether nothing was given up. Idempotent."""
+        limit = self.config.shutdown_timeout if timeout is None else timeout
+        deadline = time.time() + max(0.0, limit)
+        with self._lock:
+            if self._closed:
+                return True
+            self._closed = True
+            target = self._queue.close(deadline)
+            running = bool(self._threads)
+            self._changed.notify()
+        _live.discard(self)
+        atexit.unregister(self._at_exit)
+        if running:
+            with self._lock:
+                self._wait(target, deadline + 0.5)  # the loop gives up at the deadline
+        else:  # no loop thread here (never started, or the interpreter is exiting)
+            self._drain(target, deadline, "shutdown")
+        with self._lock:
+            done = self._queue.finish_close()
+            self._stopping = True
+            self._changed.notify_all()
+            self._progress.notify_all()
+        self._poster.close()
+        return done
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """``flush`` from an event loop (in a worker thread: the loop never blocks)."""
+        return await asyncio.to_thread(self.flush, timeout)
+
+    async def aclose(self, timeout: float | None = None) -> bool:
+        """``close`` from an event loop (in a worker thread: the loop never blocks)."""
+        return await asyncio.to_thread(self.close, timeout)
+
+    # -- the threads -------------------------------------------------------------------------
+    def _wait(self, target: int, deadline: float) -> bool:
+        """(Lock held.) Wait until ``target`` hits are finished, at most until ``deadline``."""
+        while not self._queue.flushed(target):
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                return False
+            self._progress.wait(remaining)
+        return True
+
+    def _ensure_thread(self) -> None:
+        """(Lock held.) Start the first delivery thread unless one runs."""
+        if not self._threads:
+            self._hire("matomo-dispatcher")
+            close_at_child_exit(close_all)  # atexit never runs in multiprocessing children
+
+    def _hire(self, name: str) -> None:
+        """(Lock held.) Start a delivery thread (not while the interpreter exits)."""
+        thread = threading.Thread(target=self._run, name=name, daemon=True)
+        with contextlib.suppress(RuntimeError):  # exiting: close() delivers inline
+            thread.start()
+            self._threads.append(thread)
+
+    def _run(self) -> None:
+        """A delivery thread: perform the batch the queue hands out, or wait as told."""
+        me = threading.current_thread()
+        try:
+            while True:
+                with self._lock:
+                    batch = self._next(len(self._threads) > 1)
+                if batch is None:
+                    return
+                self._perform(batch)
+        finally:
+            with self._lock:
+                if me in self._threads:
+                    self._threads.remove(me)
+
+    def _next(self, spare: bool) -> Batch | None:
+        """(Lock held.) The next batch; None when stopping or, for a ``spare`` thread, after
+        a quiet spell. While one thread posts, another looks (one per batch in flight)."""
+        while not self._stopping:
+            step = self._queue.next_step(time.time(), self._rng.random())
+            if isinstance(step, Batch):
+                if not self._idle and len(self._threads) < self._limit:
+                    self._hire("matomo-sender")
+                return step
+            self._progress.notify_all()  # a deadline may have settled hits
+            self._idle += 1
+            woken = self._changed.wait(_SENDER_IDLE if step.seconds is None else step.seconds)
+            self._idle -= 1
+            if spare and not woken and step.seconds is None:
+                return None
+        return None
+
+    def _perform(self, batch: Batch) -> None:
+        outcome = self._poster.post(batch)
+        with self._lock:
+            self._queue.report(batch, outcome, time.time())
+            self._changed.notify()
+            self._progress.notify_all()
+
+    def _drain(self, target: int, deadline: float, reason: str) -> None:
+        """Deliver from the calling thread until ``target`` hits are finished; at
+        ``deadline`` give up what is left (``reason``)."""
+        while True:
+            with self._lock:
+                now = time.time()
+                if self._queue.flushed(target):
+                    return
+                if now >= deadline:
+                    self._queue.give_up(reason)
+                    return
+                step = self._queue.next_step(now, self._rng.random())
+            if isinstance(step, Batch):
+                self._perform(step)
+            else:
+                pause = _INLINE_POLL if step.seconds is None else step.seconds
+                time.sleep(max(0.0, min(pause, deadline - now)))
+
+    def _at_exit(self) -> None:
+        try:
+            self.close(self.config.shutdown_timeout)
+        except Exception:  # pragma: no cover - never fail the interpreter's exit
+            logger.debug("matomo: closing at exit failed", exc_info=True)
+
+
+def _after_fork(ref: weakref.ref[ThreadExecutor]) -> None:
+    """In a forked child: forget the parent's threads, queue, locks and connections (the
+    parent delivers its own hits); the child's first hit starts its own thread."""
+    executor = ref()
+    if executor is not None:
+        executor._reset()
+        executor._poster.reset()
+        if not executor._closed:
+            _live.add(executor)
+
+
+def close_all(timeout: float | None = None) -> bool:
+    """Close every thread executor (thread and Celery dispatchers) of this process, each
+    within ``timeout`` (default: its own ``shutdown_timeout``); whether all finished in time."""
+    done = True
+    for executor in list(_live):
+        done = executor.close(timeout) and done
+    return done
