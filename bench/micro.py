@@ -142,14 +142,6 @@ def gunicorn_environ(n: int) -> dict[str, Any]:
 SCOPES = [uvicorn_scope(n) for n in range(VISITORS)]
 ENVIRONS = [gunicorn_environ(n) for n in range(VISITORS)]
 
-    def start(self) -> None:
-        """Nothing to start."""
-
-    @property
-    def pending(self) -> int:
-        """Nothing waits."""
-        return 0
-
 
 # -- overhead -------------------------------------------------------------------------------
 async def _bare_asgi(scope: Scope, receive: Any, send: Any) -> None:

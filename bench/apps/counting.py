@@ -25,6 +25,11 @@ class CountingDispatcher:
 
         return DispatchStats(queued=self.submitted)
 
+    @property
+    def pending(self) -> int:
+        """Nothing waits."""
+        return 0
+
     def start(self) -> None:
         """Nothing to start."""
 
