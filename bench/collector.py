@@ -74,6 +74,7 @@ class BenchCollector:
     def __init__(self, counts_file: Path | None = None) -> None:
         self.counts_file = counts_file
         self.latency = 0.0
+        self.per_hit = 0.0  # Matomo's pace: seconds each hit of a request costs it
         self.concurrent = 0  # tracking requests in progress
         self.reset()
 
@@ -99,6 +100,7 @@ class BenchCollector:
             "since": self.since,
             "max_concurrent": self.max_concurrent,
             "latency_ms": round(self.latency * 1000),
+            "per_hit_ms": self.per_hit * 1000,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,6 +122,8 @@ class BenchCollector:
             try:
                 if self.latency:
                     await asyncio.sleep(self.latency)
+                if self.per_hit and scope["method"] == "POST":
+                    await asyncio.sleep(self.per_hit * (count_bulk_entries(body) or 1))
                 await self._track(scope, body, send)
             finally:
                 self.concurrent = max(0, self.concurrent - 1)
@@ -161,8 +165,10 @@ class BenchCollector:
             params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
             try:
                 self.latency = max(0.0, float(params.get("latency_ms", "0")) / 1000)
+                self.per_hit = max(0.0, float(params.get("per_hit_ms", "0")) / 1000)
             except ValueError:
-                await _respond(send, 400, _JSON, b'{"error":"latency_ms must be a number"}')
+                message = b'{"error":"latency_ms and per_hit_ms must be numbers"}'
+                await _respond(send, 400, _JSON, message)
                 return
         elif path != "/_bench/counts":
             await _respond(send, 404, _JSON, b'{"error":"unknown control endpoint"}')

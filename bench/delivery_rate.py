@@ -9,6 +9,9 @@ flush. Also reports the most bulk requests the collector had in progress at once
     python bench/delivery_rate.py                        0, 50 and 500 ms, both dispatchers
     python bench/delivery_rate.py --latencies 500 --kinds thread \
         --options '{"max_concurrent_batches": 8}'
+    python bench/delivery_rate.py --pace 4 --concurrency 1,4,16
+        Matomo's pace: each bulk request costs 4 ms per hit; delivered hits/s with 1, 4 and
+        16 batches in flight allowed (``max_concurrent_batches``)
 
 Prints one line per measurement and, with ``--json PATH``, writes them all.
 """
@@ -117,25 +120,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="longest flush (30)")
     parser.add_argument("--options", default="{}", help="TrackingConfig options, JSON")
     parser.add_argument("--json", type=Path, help="write the results to this file")
+    parser.add_argument("--pace", type=float, default=0.0, help="ms each hit costs Matomo")
+    parser.add_argument(
+        "--concurrency", default="", help="max_concurrent_batches values to compare, e.g. 1,4,16"
+    )
     args = parser.parse_args(argv)
     options = json.loads(args.options)
+    widths = [int(x) for x in args.concurrency.split(",") if x] or [None]
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp:
         collector = CollectorProcess(port=free_port(), log_path=Path(tmp) / "collector.log")
         try:
             collector.start()
             for latency in (float(x) for x in args.latencies.split(",")):
-                collector.set_latency(latency)
-                for kind in args.kinds.split(","):
+                collector.set_latency(latency, args.pace)
+                for kind, width in ((k, w) for k in args.kinds.split(",") for w in widths):
                     count = args.hits or DEFAULT_COUNTS.get(latency, 20_000)
-                    result = delivery_rate(
-                        kind, collector, count, seconds=args.seconds, options=options
+                    chosen = (
+                        options if width is None else {**options, "max_concurrent_batches": width}
                     )
+                    result = delivery_rate(
+                        kind, collector, count, seconds=args.seconds, options=chosen
+                    )
+                    result["per_hit_ms"] = args.pace
                     results.append(result)
                     stats = result["stats"]
                     dropped = stats.get("dropped") if isinstance(stats, dict) else "?"
+                    lanes = "" if width is None else f" x{width:<2}"
                     print(
-                        f"{kind:8} {latency:5.0f} ms: {result['delivered']:>7}/{count} hits in "
+                        f"{kind:8}{lanes} {latency:5.0f} ms +{args.pace:g} ms/hit: "
+                        f"{result['delivered']:>7}/{count} hits in "
                         f"{result['seconds']:6.2f} s = {result['hits_per_s']:>9.1f} hits/s "
                         f"(bulk requests {result['bulk_requests']}, at once "
                         f"≤ {result['max_concurrent_requests']}, dropped "
