@@ -104,36 +104,24 @@ class AsyncioDispatcher(QueueBackedDispatcher):
             elif wake and self._wakeup is not None:
                 self._wakeup.set()
         elif loop is not None and not loop.is_closed() and loop.is_running():
-            # The worker lives on a loop in another thread: wake it there (if that loop has
-            # just stopped, the next loop to submit takes over).
-            if wake:
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(self._wake_on_loop)
+            if wake:  # the worker's loop runs in another thread: wake it there
+                with contextlib.suppress(RuntimeError):  # that loop just stopped
+                    loop.call_soon_threadsafe(self._ensure_worker, True)
         elif running is not None:
             self._start_worker(running)
-        # else no loop anywhere yet: the hits wait for the first loop that starts the worker
-
-    def _wake_on_loop(self) -> None:
-        worker = self._worker
-        if worker is None or worker.done():
-            self._start_worker(asyncio.get_running_loop())
-        elif self._wakeup is not None:
-            self._wakeup.set()
+        # else no loop runs anywhere yet: the hits wait for the first loop to start a worker
 
     def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is not loop:
             self._clients = []  # a client made on another loop holds that loop's connections
         self._loop = loop
-        self._wakeup = asyncio.Event()
-        self._progress = asyncio.Event()
-        self._worker = loop.create_task(self._run(), name="matomo-dispatcher")
+        self._wakeup = wakeup = asyncio.Event()
+        self._progress = progress = asyncio.Event()
+        self._worker = loop.create_task(self._run(wakeup, progress), name="matomo-dispatcher")
 
     # -- the worker ------------------------------------------------------------------------
-    async def _run(self) -> None:
+    async def _run(self, wakeup: asyncio.Event, progress: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        wakeup, progress = self._wakeup, self._progress
-        if wakeup is None or progress is None:  # pragma: no cover - set by _start_worker
-            raise RuntimeError("worker started without its events")
         senders: set[asyncio.Task[None]] = set()
         me = asyncio.current_task()
         try:
@@ -142,7 +130,7 @@ class AsyncioDispatcher(QueueBackedDispatcher):
                 with self._lock:
                     step = self._queue.next_step(time.time(), self._rng.random())
                 if isinstance(step, Batch):
-                    task = loop.create_task(self._send(step), name="matomo-batch")
+                    task = loop.create_task(self._send(step, wakeup, progress), name="matomo-batch")
                     senders.add(task)
                     task.add_done_callback(senders.discard)
                     continue
@@ -155,7 +143,7 @@ class AsyncioDispatcher(QueueBackedDispatcher):
                 await asyncio.gather(*senders, return_exceptions=True)
             await self._close_own_clients()
 
-    async def _send(self, batch: Batch) -> None:
+    async def _send(self, batch: Batch, wakeup: asyncio.Event, progress: asyncio.Event) -> None:
         """One batch's task: POST it and report; cancelled (the loop is torn down), its hits
         go back to the queue for the next worker (unless given up at the deadline)."""
         try:
@@ -166,28 +154,26 @@ class AsyncioDispatcher(QueueBackedDispatcher):
             raise
         with self._lock:
             self._queue.report(batch, outcome, time.time())
-        for event in (self._wakeup, self._progress):
-            if event is not None:
-                event.set()
+        wakeup.set()
+        progress.set()
 
     async def _post(self, batch: Batch) -> Outcome:
         config = self.config
         timeout = httpx.Timeout(batch.timeout, connect=min(config.connect_timeout, batch.timeout))
         client = self._take_client()
         try:
-            async with client.stream(
-                "POST",
-                config.endpoint,
-                content=batch.body,
-                headers=BULK_HEADERS,
-                follow_redirects=False,
-                timeout=timeout,
-            ) as response:
-                buffer = AnswerBuffer()
+            request = client.build_request(
+                "POST", config.endpoint, content=batch.body, headers=BULK_HEADERS, timeout=timeout
+            )
+            response = await client.send(request, stream=True, follow_redirects=False)
+            buffer = AnswerBuffer()
+            try:  # at most the core's cap of the answer
                 async for chunk in response.aiter_bytes():
                     if buffer.feed(chunk):
                         break
-                return Answer.of(response.status_code, buffer.body, response.headers)
+            finally:
+                await response.aclose()
+            return Answer.of(response.status_code, buffer.body, response.headers)
         except Exception as exc:
             return transport_error(exc)
         finally:
@@ -206,23 +192,20 @@ class AsyncioDispatcher(QueueBackedDispatcher):
     async def _close_own_clients(self) -> None:
         clients, self._clients = self._clients, []
         for client in clients:
-            try:
+            with contextlib.suppress(Exception):  # a client closed already, a dead loop
                 await client.aclose()
-            except Exception:
-                logger.debug("matomo: closing an HTTP client failed", exc_info=True)
 
     # -- flushing and closing --------------------------------------------------------------
     async def aflush(self, timeout: float | None = None) -> bool:
-        """Wait until every hit submitted before this call is delivered or given up on, at
-        most ``timeout`` seconds (default ``shutdown_timeout``); partial batches go at once."""
+        """Wait until what was submitted so far is delivered or given up on, at most
+        ``timeout`` s (default ``shutdown_timeout``); partial batches go at once."""
         with self._lock:
             target = self._queue.flush_target()
         return await self._await(target, self._limit(timeout))
 
     async def aclose(self, timeout: float | None = None) -> bool:
-        """Refuse new hits, deliver what is held within ``timeout`` seconds (default
-        ``shutdown_timeout``), drop what is left (``shutdown``, logged) and close the HTTP
-        clients made here. Returns whether nothing was dropped. ``start()`` opens it again."""
+        """Refuse new hits, deliver what is held within ``timeout`` s, drop the rest
+        (``shutdown``), close the clients made here; whether nothing was dropped."""
         limit = self._limit(timeout)
         with self._lock:
             target = self._queue.close(time.time() + limit)

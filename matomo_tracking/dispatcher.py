@@ -89,6 +89,12 @@ class QueueBackedDispatcher:
         with self._lock:
             return self._queue.pending
 
+    @property
+    def closed(self) -> bool:
+        """Whether new hits are refused (after ``close``/``aclose``, until ``start``)."""
+        with self._lock:
+            return self._queue.closed
+
 
 class DispatcherBase:
     """A base for dispatchers with nothing to wait for (a recorder, a test double, one that

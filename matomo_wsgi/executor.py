@@ -1,12 +1,8 @@
 """The thread executor of the core's ``DeliveryQueue``: delivery threads (one per batch in
-flight, started as needed) ask the queue for the next batch, perform it with a ``Poster`` (an
-HTTP POST, a hand-over to a broker) and report the outcome, or wait as the queue says.
-Nothing here decides or counts: the queue does.
-
-The threads start lazily in the process that first submits, so an executor made before a fork
-(gunicorn ``--preload``) works in every worker: the child forgets the parent's queue, threads,
-locks and connections and starts its own on its first hit.
-"""
+flight, started as needed) perform the batches the queue hands out with a ``Poster`` (an HTTP
+POST, a hand-over to a broker) and report how they ended. Nothing here decides or counts.
+Threads start in the process that first submits: a forked child (gunicorn ``--preload``)
+forgets the parent's queue, threads, locks and connections and starts its own."""
 
 from __future__ import annotations
 
@@ -98,11 +94,6 @@ class ThreadExecutor(QueueBackedDispatcher):
         self._stopping = False
         self._rng = random.Random()
 
-    @property
-    def closed(self) -> bool:
-        """Whether ``close()`` was called (later hits are dropped)."""
-        return self._closed
-
     # -- the contract ------------------------------------------------------------------------
     def submit(self, hit: Hit) -> bool:
         """Queue ``hit`` for delivery; False if it was dropped (the drop is counted)."""
@@ -136,15 +127,13 @@ class ThreadExecutor(QueueBackedDispatcher):
                 self._ensure_thread()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Send everything submitted so far (partial batches go at once); wait up to
-        ``timeout`` seconds (default ``shutdown_timeout``). False (logged) if hits are still
-        queued then; they stay queued."""
+        """Send what was submitted so far at once; wait up to ``timeout`` s (default
+        ``shutdown_timeout``). False (logged) if hits are still queued then (they stay)."""
         limit = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.time() + max(0.0, limit)
         with self._lock:
             target = self._queue.flush_target()
-            running = bool(self._threads)
-            if self._queue.flushed(target) or not running:
+            if self._queue.flushed(target) or not self._threads:
                 return self._queue.flushed(target)
             self._changed.notify()
             if self._wait(target, deadline):
@@ -154,9 +143,9 @@ class ThreadExecutor(QueueBackedDispatcher):
         return False
 
     def close(self, timeout: float | None = None) -> bool:
-        """Deliver what is left within ``timeout`` seconds (default ``shutdown_timeout``),
-        give up the rest (``shutdown``, logged), stop the threads and release connections;
-        later hits are dropped (``closed``). Returns whether nothing was given up. Idempotent."""
+        """Deliver what is left within ``timeout`` s, give up the rest (``shutdown``), stop
+        the threads, release connections; later hits are dropped (``closed``). Whether
+        nothing was given up. Idempotent."""
         limit = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.time() + max(0.0, limit)
         with self._lock:
