@@ -33,18 +33,18 @@ class CountingDispatcher:
     def start(self) -> None:
         """Nothing to start."""
 
-    def flush(self, timeout: float | None = None) -> int:
-        """Nothing to flush."""
-        return 0
+    def flush(self, timeout: float | None = None) -> bool:
+        """Nothing to flush: everything is done."""
+        return True
 
-    def close(self, timeout: float | None = None) -> int:
-        """Nothing to close."""
-        return 0
+    def close(self, timeout: float | None = None) -> bool:
+        """Nothing to close: everything is done."""
+        return True
 
-    async def aflush(self, timeout: float | None = None) -> int:
-        """Nothing to flush."""
-        return 0
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """Nothing to flush: everything is done."""
+        return True
 
-    async def aclose(self, timeout: float | None = None) -> int:
-        """Nothing to close."""
-        return 0
+    async def aclose(self, timeout: float | None = None) -> bool:
+        """Nothing to close: everything is done."""
+        return True
