@@ -11,10 +11,8 @@ from matomo_tracking.config import DEFAULT_REDACTED_QUERY_PARAMS, TrackingConfig
 from matomo_tracking.context import TrackingContext
 from matomo_tracking.delivery import (
     Answer,
-    BatchBuilder,
     BatchDelivery,
     DispatchStats,
-    QueueBudget,
     Send,
     Sleep,
     StatsRecorder,
@@ -31,7 +29,6 @@ from matomo_tracking.wire import EncodedHit, bulk_body, encode_hit
 __all__ = [
     "DEFAULT_REDACTED_QUERY_PARAMS",
     "Answer",
-    "BatchBuilder",
     "BatchDelivery",
     "BotInfo",
     "DeliveryEvent",
@@ -43,7 +40,6 @@ __all__ = [
     "Hit",
     "HitBuilder",
     "Origin",
-    "QueueBudget",
     "RandomSource",
     "RequestView",
     "ResponseView",

@@ -1,14 +1,14 @@
-"""The delivery policy, without I/O: which hits form a batch, what an answer from Matomo means,
-when to retry and how long to wait, what to drop and why.
-
-Dispatchers (thread, asyncio, Celery, inline) only execute it: they ask a ``BatchDelivery``
-for its next step (send this body, or sleep), perform it, and report what happened.
+"""Delivery statistics (``DispatchStats``, and ``StatsRecorder``, which counts the events of a
+``DeliveryQueue``) and the one-batch policy ``BatchDelivery``: a Celery worker's task asks it
+for its next step (send this body, or sleep: Celery's retry countdown), performs it and
+reports what happened. Every other executor runs ``delivery_queue.DeliveryQueue``; both judge
+answers with ``answers``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -30,17 +30,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Answer",
-    "BatchBuilder",
     "BatchDelivery",
-    "BatchWindow",
     "DispatchStats",
-    "QueueBudget",
     "Send",
     "Sleep",
     "StatsRecorder",
     "TransportError",
     "backoff_delay",
-    "cut_batch",
     "parse_retry_after",
 ]
 
@@ -192,41 +188,6 @@ class StatsRecorder:
         )
 
 
-class QueueBudget:
-    """Accounting of what waits to be sent (queued, or in a batch being delivered or retried),
-    capped by hits and bytes."""
-
-    __slots__ = ("_warned_at", "bytes", "hits", "max_bytes", "max_hits")
-
-    def __init__(self, max_hits: int, max_bytes: int) -> None:
-        self.max_hits = max_hits
-        self.max_bytes = max_bytes
-        self.hits = 0
-        self.bytes = 0
-        self._warned_at: float | None = None
-
-    def warning_due(self, now: float, interval: float = 60.0) -> bool:
-        """Whether a "queue full" warning may be logged now (``now``: a monotonic clock), at
-        most one per ``interval`` seconds."""
-        if self._warned_at is not None and now - self._warned_at < interval:
-            return False
-        self._warned_at = now
-        return True
-
-    def admit(self, size: int) -> bool:
-        """Reserve room for one hit of ``size`` bytes; False when the queue is full."""
-        if self.hits >= self.max_hits or self.bytes + size > self.max_bytes:
-            return False
-        self.hits += 1
-        self.bytes += size
-        return True
-
-    def release(self, count: int, size: int) -> None:
-        """Give back the room of ``count`` hits totalling ``size`` bytes."""
-        self.hits = max(0, self.hits - count)
-        self.bytes = max(0, self.bytes - size)
-
-
 @dataclass(frozen=True, slots=True)
 class Send:
     """Step: POST ``body`` to the endpoint."""
@@ -300,7 +261,7 @@ class BatchDelivery:
     @property
     def retry_due(self) -> bool:
         """Whether the last answer (or failure) calls for a resend after a backoff: Matomo
-        is down, overloaded or slow (a ``BatchWindow`` then stops adding batches)."""
+        is down, overloaded or slow."""
         return self._sleep_due
 
     @property
@@ -450,150 +411,3 @@ class BatchDelivery:
         if left:
             self._stats.drop(reason, left)
         return left
-
-
-class BatchBuilder:
-    """Gathers queued hits into one batch of at most ``batch_max_hits`` hits and
-    ``batch_max_bytes`` bytes."""
-
-    __slots__ = ("_max_bytes", "_max_hits", "hits", "size")
-
-    def __init__(self, config: TrackingConfig) -> None:
-        self._max_hits = config.batch_max_hits
-        self._max_bytes = config.batch_max_bytes
-        self.hits: list[EncodedHit] = []
-        self.size = 0
-
-    def offer(self, hit: EncodedHit) -> EncodedHit | None:
-        """Add ``hit``; if it would overflow a non-empty batch, return it for the next one."""
-        if self.hits and self.size + hit.size > self._max_bytes:
-            return hit
-        self.hits.append(hit)
-        self.size += hit.size
-        return None
-
-    @property
-    def full(self) -> bool:
-        """Whether no more hits should be added."""
-        return len(self.hits) >= self._max_hits or self.size >= self._max_bytes
-
-    def take(self) -> list[EncodedHit]:
-        """The batch so far; the builder starts empty again."""
-        hits, self.hits, self.size = self.hits, [], 0
-        return hits
-
-
-def cut_batch(
-    queue: deque[EncodedHit], *, max_hits: int, max_bytes: int
-) -> tuple[list[EncodedHit], int]:
-    """Take the next batch off the front of ``queue``: at most ``max_hits`` hits and
-    ``max_bytes`` bytes (a single larger hit goes alone). Returns the batch and its size.
-
-    A request's hits (its page view, then its events: queued one after the other, with the
-    same creation time) are not split between two batches: when the next hit waiting continues
-    the request that ends the batch, that request's hits stay at the front of the queue for
-    the next batch, unless they fill the batch on their own.
-    """
-    batch: list[EncodedHit] = []
-    size = 0
-    while queue and len(batch) < max_hits:
-        hit = queue[0]
-        if batch and size + hit.size > max_bytes:
-            break
-        queue.popleft()
-        batch.append(hit)
-        size += hit.size
-    if queue and batch and queue[0].created == batch[-1].created:
-        created = batch[-1].created
-        start = len(batch) - 1
-        while start > 0 and batch[start - 1].created == created:
-            start -= 1
-        if start > 0:
-            held = batch[start:]
-            del batch[start:]
-            queue.extendleft(reversed(held))
-            size -= sum(h.size for h in held)
-    return batch, size
-
-
-class BatchWindow:
-    """When the next batch may leave, and how many batches are in flight at once.
-
-    While the queue is shallow, one batch at a time: a partial batch leaves once its oldest
-    hit is ``batch_max_age`` old and no other batch is in flight. When a backlog builds (a
-    full batch waits: ``batch_max_hits`` hits or ``batch_max_bytes`` bytes) or a flush or a
-    shutdown wants everything out, full batches leave side by side, up to ``allowed`` in
-    flight: ``max_concurrent_batches`` once Matomo answers, but one from the start until its
-    first answer and from an answer that calls for a retry (Matomo down, overloaded, timing
-    out) until the next good one. Only one batch is resent at a time: another batch in flight
-    that fails meanwhile goes back to the front of the queue. So a Matomo that answers gets
-    batches as fast as it takes them, while one that is down, failing or holding requests
-    gets one request at a time (resent after its backoff), and costs the memory of one.
-
-    Dispatchers ask ``wait(...)`` under their lock and call ``started()`` as they take a
-    batch; they report each answer with ``answered(delivery)``, which says whether the batch
-    goes on or goes back to the queue, then ``ended(delivery)`` and ``finished()`` when it
-    is done (delivered, refused, given up on or handed back).
-    """
-
-    __slots__ = (
-        "_max_age",
-        "_max_bytes",
-        "_max_hits",
-        "_resending",
-        "allowed",
-        "in_flight",
-        "limit",
-    )
-
-    def __init__(self, config: TrackingConfig, limit: int | None = None) -> None:
-        self.limit = max(1, config.max_concurrent_batches if limit is None else limit)
-        self._max_hits = config.batch_max_hits
-        self._max_bytes = config.batch_max_bytes
-        self._max_age = config.batch_max_age
-        self.in_flight = 0
-        self.allowed = 1
-        self._resending: BatchDelivery | None = None  # the batch resent while Matomo fails
-
-    def wait(self, *, hits: int, size: int, age: float, urgent: bool) -> float | None:
-        """Seconds to wait before taking the next batch off the queue: 0 to take it now, the
-        time until the oldest waiting hit (``age`` seconds old) is due, or None to wait for a
-        change (a hit queued, a batch finished, a flush). ``hits`` and ``size``: what waits;
-        ``urgent``: a flush or a shutdown wants it sent at once."""
-        if hits <= 0:
-            return None
-        full = hits >= self._max_hits or size >= self._max_bytes
-        if self.in_flight == 0:
-            return 0.0 if full or urgent else max(0.0, self._max_age - age)
-        if self.in_flight >= self.allowed:
-            return None
-        return 0.0 if full or urgent else None
-
-    def started(self) -> None:
-        """A batch was taken off the queue."""
-        self.in_flight += 1
-
-    def finished(self) -> None:
-        """A batch is done (delivered, refused, given up on or handed back)."""
-        self.in_flight = max(0, self.in_flight - 1)
-
-    def answered(self, delivery: BatchDelivery) -> bool:
-        """Matomo answered a batch, or could not be reached (``delivery`` was just told).
-        Returns whether the batch goes on; False: another batch is being resent already, so
-        this one's hits go back to the queue (``delivery.take_remaining()``)."""
-        if not delivery.retry_due:
-            self.allowed = self.limit
-            if self._resending is delivery:
-                self._resending = None
-            return True
-        self.allowed = 1
-        if self._resending is None or self._resending is delivery:
-            self._resending = delivery
-            return True
-        return False
-
-    def ended(self, delivery: BatchDelivery) -> None:
-        """``delivery`` is over, however it ended: if it was being resent, the next batch
-        that fails takes its place."""
-        if self._resending is delivery:
-            self._resending = None

@@ -4,18 +4,15 @@ expiry, giving up; the queue budget and the batch builder."""
 from __future__ import annotations
 
 import json
-from collections import deque
 from email.utils import formatdate
 
 import pytest
 
 from matomo_tracking import (
     Answer,
-    BatchBuilder,
     BatchDelivery,
     DispatchStats,
     Hit,
-    QueueBudget,
     Send,
     Sleep,
     StatsRecorder,
@@ -23,7 +20,7 @@ from matomo_tracking import (
     TransportError,
     encode_hit,
 )
-from matomo_tracking.delivery import BatchWindow, backoff_delay, cut_batch, parse_retry_after
+from matomo_tracking.delivery import backoff_delay, parse_retry_after
 from matomo_tracking.testing import Collector
 from matomo_tracking.wire import EncodedHit
 from tests.core.builders import MATOMO, NOW, TOKEN
@@ -482,52 +479,6 @@ def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
 # -- queue budget, batch builder, stats ----------------------------------------------------------
 
 
-def test_queue_budget_caps_hits_and_bytes() -> None:
-    budget = QueueBudget(max_hits=3, max_bytes=100)
-
-    assert [budget.admit(40), budget.admit(40), budget.admit(40)] == [True, True, False]
-    assert budget.admit(20) is True
-    assert budget.admit(1) is False  # 3 hits
-    assert (budget.hits, budget.bytes) == (3, 100)
-    budget.release(2, 80)
-    assert (budget.hits, budget.bytes) == (1, 20)
-    budget.release(5, 500)
-    assert (budget.hits, budget.bytes) == (0, 0)
-
-
-def test_batch_builder_cuts_by_count() -> None:
-    builder = BatchBuilder(TrackingConfig(url=MATOMO, batch_max_hits=2))
-    hits = encoded(3)
-
-    assert builder.offer(hits[0]) is None
-    assert builder.full is False
-    assert builder.offer(hits[1]) is None
-    assert builder.full is True
-    assert builder.take() == hits[:2]
-    assert (builder.hits, builder.size, builder.full) == ([], 0, False)
-
-
-def test_batch_builder_cuts_by_bytes() -> None:
-    hits = encoded(3)
-    size = hits[0].size
-    builder = BatchBuilder(TrackingConfig(url=MATOMO, batch_max_bytes=2 * size + 1))
-
-    assert builder.offer(hits[0]) is None
-    assert builder.offer(hits[1]) is None
-    assert builder.offer(hits[2]) is hits[2]  # would overflow: for the next batch
-    assert builder.size == 2 * size
-    assert builder.take() == hits[:2]
-
-
-def test_batch_builder_takes_one_oversized_hit() -> None:
-    big = encode_hit(Hit({"idsite": "1", "url": "http://e/" + "x" * 500}, NOW))
-    builder = BatchBuilder(TrackingConfig(url=MATOMO, batch_max_bytes=100))
-
-    assert builder.offer(big) is None
-    assert builder.full is True
-    assert builder.take() == [big]
-
-
 def test_stats_snapshot_is_a_copy() -> None:
     stats = StatsRecorder()
     stats.queued = 4
@@ -607,19 +558,6 @@ def test_unconfirmed_hits_are_explained_once(caplog: pytest.LogCaptureFixture) -
     assert stats.unconfirmed == 4
 
 
-def test_queue_full_warning_at_most_once_a_minute() -> None:
-    budget = QueueBudget(max_hits=1, max_bytes=10)
-
-    assert [budget.warning_due(t) for t in (100.0, 120.0, 159.9, 160.0, 161.0)] == [
-        True,
-        False,
-        False,
-        True,
-        False,
-    ]
-    assert budget.warning_due(200.0, interval=10.0) is True
-
-
 def test_suspend_and_resume_keep_the_split_and_the_backoff() -> None:
     config = TrackingConfig(url=MATOMO)
     stats = StatsRecorder()
@@ -674,122 +612,3 @@ def test_send_repr_hides_the_body_with_the_token() -> None:
 
 
 # -- cutting batches off the queue, and how many go at once -------------------------------
-
-
-def requests_of(sizes: list[int]) -> list[EncodedHit]:
-    """Queued hits: request ``i`` made ``sizes[i]`` hits, one after the other, with one
-    creation time (a page view and its events)."""
-    hits: list[EncodedHit] = []
-    for request, size in enumerate(sizes):
-        hits += encoded(size, created=NOW + request, start=len(hits))
-    return hits
-
-
-CUTS = [
-    # hits per request, batch_max_hits, batches cut
-    ([1, 1, 1, 1, 1], 2, [2, 2, 1]),
-    ([3, 1], 3, [3, 1]),
-    ([1, 1, 1], 3, [3]),
-    ([2, 2, 2], 3, [2, 2, 2]),  # cut before a request's hits, not between them
-    ([1, 3], 3, [1, 3]),
-    ([4, 1], 3, [3, 2]),  # a request with more hits than a batch fills it on its own
-    ([1, 4], 3, [1, 3, 1]),
-]
-
-
-@pytest.mark.parametrize(("requests", "max_hits", "cuts"), CUTS, ids=[str(c[0]) for c in CUTS])
-def test_cut_batch_keeps_a_requests_hits_together(
-    requests: list[int], max_hits: int, cuts: list[int]
-) -> None:
-    hits = requests_of(requests)
-    queue = deque(hits)
-    batches = []
-    while queue:
-        batch, size = cut_batch(queue, max_hits=max_hits, max_bytes=10**9)
-        assert size == sum(h.size for h in batch)
-        batches.append(batch)
-
-    assert [len(b) for b in batches] == cuts
-    assert [h for b in batches for h in b] == hits  # in order, each hit once
-
-
-def test_cut_batch_cuts_by_bytes_and_takes_one_oversized_hit() -> None:
-    hits = requests_of([1, 1, 1])
-    size = hits[0].size
-    queue = deque(hits)
-
-    assert cut_batch(queue, max_hits=100, max_bytes=2 * size + 1) == (hits[:2], 2 * size)
-    assert cut_batch(queue, max_hits=100, max_bytes=size // 2) == (hits[2:], size)
-    assert not queue
-    assert cut_batch(queue, max_hits=100, max_bytes=size) == ([], 0)
-
-
-def window(limit: int = 3) -> BatchWindow:
-    config = TrackingConfig(
-        url=MATOMO,
-        batch_max_hits=10,
-        batch_max_bytes=1000,
-        batch_max_age=1.0,
-        max_concurrent_batches=limit,
-    )
-    return BatchWindow(config)
-
-
-def answered(status: int) -> BatchDelivery:
-    d, _ = delivery(encoded(1))
-    send(d)
-    d.answered(Answer(status, counts(1)), NOW)
-    return d
-
-
-def test_window_sends_one_batch_at_a_time_while_the_queue_is_shallow() -> None:
-    w = window()
-    w.answered(answered(200))  # Matomo answers: batches may go side by side
-
-    assert w.wait(hits=0, size=0, age=0.0, urgent=False) is None  # nothing: wait for a hit
-    assert w.wait(hits=3, size=30, age=0.25, urgent=False) == 0.75  # due in 0.75 s
-    assert w.wait(hits=3, size=30, age=1.5, urgent=False) == 0.0
-    assert w.wait(hits=10, size=100, age=0.0, urgent=False) == 0.0  # a full batch
-    assert w.wait(hits=2, size=1000, age=0.0, urgent=False) == 0.0  # full by bytes
-    assert w.wait(hits=2, size=20, age=0.0, urgent=True) == 0.0  # a flush
-    w.started()
-    # One batch in flight: a partial batch waits for it, however old.
-    assert w.wait(hits=3, size=30, age=9.0, urgent=False) is None
-
-
-def test_window_lets_full_batches_go_side_by_side_up_to_the_limit() -> None:
-    w = window(limit=3)
-    w.started()
-    assert w.wait(hits=50, size=500, age=0.0, urgent=False) is None  # until Matomo answers
-
-    assert w.answered(answered(200)) is True
-    assert w.wait(hits=50, size=500, age=0.0, urgent=False) == 0.0
-    assert w.wait(hits=5, size=50, age=0.0, urgent=True) == 0.0
-    w.started()
-    w.started()
-    assert w.in_flight == 3
-    assert w.wait(hits=50, size=500, age=0.0, urgent=True) is None  # the limit
-    w.finished()
-    assert w.wait(hits=50, size=500, age=0.0, urgent=False) == 0.0
-
-
-def test_window_resends_one_batch_at_a_time_while_matomo_fails() -> None:
-    w = window(limit=3)
-    w.answered(answered(200))
-    for _ in range(3):
-        w.started()
-    first, second = answered(503), answered(503)
-
-    assert w.answered(first) is True  # resent after its backoff
-    assert w.answered(second) is False  # back to the queue: one resend at a time
-    w.finished()  # the second batch, handed back
-    assert w.allowed == 1
-    assert w.answered(first) is True  # it fails again: still the one resent
-    assert w.wait(hits=50, size=500, age=0.0, urgent=True) is None  # no batch joins it
-
-    w.ended(first)  # given up on (shutdown), or refused for good
-    w.finished()
-    third = answered(503)
-    assert w.answered(third) is True  # the next batch that fails takes its place
-    assert w.answered(answered(200)) is True  # a batch goes through: side by side again
-    assert w.allowed == 3

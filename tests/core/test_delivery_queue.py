@@ -364,3 +364,43 @@ def test_overflow_keeps_what_memory_cannot_and_restore_brings_it_back() -> None:
 
 def urls_of(hits: list[EncodedHit]) -> list[str]:
     return [json.loads(h.data)["url"].rsplit("/", 1)[1] for h in hits]
+
+
+CUTS = [
+    # hits per request (one visitor), batch_max_hits, batches cut
+    ([1, 1, 1, 1, 1], 2, [2, 2, 1]),
+    ([3, 1], 3, [3, 1]),
+    ([1, 1, 1], 3, [3]),
+    ([2, 2, 2], 3, [2, 2, 2]),  # cut before a request's hits, not between them
+    ([1, 3], 3, [1, 3]),
+    ([4, 1], 3, [3, 2]),  # a request with more hits than a batch fills it on its own
+    ([1, 4], 3, [1, 3, 1]),
+]
+
+
+@pytest.mark.parametrize(("requests", "max_hits", "cuts"), CUTS, ids=[str(c[0]) for c in CUTS])
+def test_a_requests_hits_travel_in_one_batch(
+    requests: list[int], max_hits: int, cuts: list[int]
+) -> None:
+    q = queue(batch_max_hits=max_hits)
+    n = 0
+    for request, size in enumerate(requests):  # a page view and its events: one time
+        for _ in range(size):
+            q.admit(hit(n, "v" * 16, created=NOW + request), NOW + 10)
+            n += 1
+    q.flush_target()
+    counts = []
+    while isinstance(step := q.next_step(NOW + 10, 0.5), Batch):
+        counts.append(step.count)
+        q.answered(step, good(step), NOW + 10)
+    assert counts == cuts
+
+
+def test_the_queue_full_warning_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    q = queue(queue_max_hits=1, batch_max_hits=1)
+    q.admit(hit(0), NOW)
+    with caplog.at_level(logging.WARNING, logger="matomo_tracking.delivery"):
+        for t in (100.0, 130.0, 159.9, 160.0, 161.0):
+            q.admit(hit(1), NOW + t)
+    assert len([r for r in caplog.records if "queue full" in r.getMessage()]) == 2
+    assert q.stats().dropped == {"queue_full": 5}

@@ -20,7 +20,6 @@ from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery import (
     Answer,
     BatchDelivery,
-    QueueBudget,
     Send,
     Sleep,
     StatsRecorder,
@@ -146,18 +145,6 @@ def test_celery_messages_carry_hits_and_times_only() -> None:
 def test_malformed_celery_arguments_are_refused(packed: object) -> None:
     with pytest.raises(ValueError, match="expected"):
         unpack_batches(packed)
-
-
-def test_the_queue_full_warning_is_rate_limited() -> None:
-    budget = QueueBudget(max_hits=1, max_bytes=10)
-
-    assert [budget.warning_due(t, 60.0) for t in (100.0, 130.0, 159.9, 160.0, 161.0)] == [
-        True,
-        False,
-        False,
-        True,
-        False,
-    ]
 
 
 def test_an_unreachable_broker_is_retried_until_close_gives_up(

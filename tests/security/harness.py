@@ -17,8 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from matomo_asgi import MatomoMiddleware as AsgiMiddleware
+from matomo_tracking.answers import Answer
 from matomo_tracking.config import TrackingConfig
-from matomo_tracking.delivery import BatchBuilder, DispatchStats, StatsRecorder
+from matomo_tracking.delivery import DispatchStats, StatsRecorder
+from matomo_tracking.delivery_queue import Batch, DeliveryQueue
 from matomo_tracking.dispatcher import DispatcherBase
 from matomo_tracking.fields import (
     MAX_ACTION_NAME_BYTES,
@@ -316,20 +318,18 @@ def check_hits(hits: Sequence[Hit], config: TrackingConfig) -> None:
 
 
 def batch_bodies(hits: Sequence[Hit], config: TrackingConfig) -> list[tuple[int, bytes]]:
-    """The bulk bodies a dispatcher would post for ``hits``: (hit count, body) per batch."""
-    builder = BatchBuilder(config)
-    batches: list[list[Any]] = []
-    for hit in hits:
-        leftover = builder.offer(encode_hit(hit))
-        if leftover is not None:
-            batches.append(builder.take())
-            builder.offer(leftover)
-        if builder.full:
-            batches.append(builder.take())
-    if builder.hits:
-        batches.append(builder.take())
+    """The bulk bodies a dispatcher would post for ``hits`` (the core's ``DeliveryQueue`` cuts
+    them): (hit count, body) per batch."""
+    queue = DeliveryQueue(config)
     now = max(hit.created for hit in hits)
-    return [(len(b), bulk_body(b, token_auth=config.token_auth, now=now)) for b in batches]
+    for hit in hits:
+        assert queue.admit(encode_hit(hit), now)
+    queue.flush_target()
+    bodies: list[tuple[int, bytes]] = []
+    while isinstance(step := queue.next_step(now, 0.5), Batch):
+        bodies.append((step.count, step.body))
+        queue.answered(step, Answer(200, b'{"tracked":%d,"invalid":0}' % step.count), now)
+    return bodies
 
 
 # -- a collector that also records what URL each request used ---------------------------------
