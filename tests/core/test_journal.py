@@ -212,10 +212,19 @@ def shared_dir() -> Iterator[Path]:
 
 def open_as_unprivileged(path: Path) -> str:
     """Open a journal on ``path`` in a child process running as a user that file permissions
-    apply to (root ignores them), and return what it printed."""
+    apply to (root ignores them), and return what it printed.
+
+    The child starts as this user and imports everything first, then (when root) becomes
+    ``nobody``: the interpreter and the checkout may live where ``nobody`` cannot reach
+    (CI clones into a private ``mktemp -d`` directory, pyenv under ``/root``)."""
     code = textwrap.dedent(
         f"""
+        import os
         from matomo_tracking.journal import Journal, JournalError
+        if os.geteuid() == 0:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
         try:
             Journal({str(path)!r}).close()
         except JournalError as exc:
@@ -224,7 +233,6 @@ def open_as_unprivileged(path: Path) -> str:
             print("opened")
         """
     )
-    root = os.geteuid() == 0
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -232,9 +240,6 @@ def open_as_unprivileged(path: Path) -> str:
         text=True,
         check=True,
         timeout=30,
-        user=65534 if root else None,
-        group=65534 if root else None,
-        extra_groups=[] if root else None,
     )
     return done.stdout.strip()
 
