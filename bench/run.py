@@ -54,10 +54,26 @@ REQUIREMENTS = [
     "flask-matomo2==0.7.0",
 ]
 STACKS = ("asgi", "wsgi")
-VARIANTS = ("bare", "stub", "ours", "peer")
-SCENARIOS = ("0ms", "50ms", "500ms", "down", "outage", "soak")
+VARIANTS = ("bare", "stub", "ours", "peer", "spool")
+#: The variants run by default: ``spool`` (ours with ``spool=``, a journal in a temporary
+#: directory) is asked for with ``--variants``.
+DEFAULT_VARIANTS = ("bare", "stub", "ours", "peer")
+#: Our middleware, without and with a journal.
+OURS = ("ours", "spool")
+SCENARIOS = ("0ms", "50ms", "500ms", "down", "outage", "outage60", "soak")
+#: ``outage60``: Matomo refused for this many seconds in the middle of a load this much longer.
+OUTAGE60_DOWN = 60.0
+OUTAGE60_LOAD = 70.0
 QUICK_SCENARIOS = ("0ms", "50ms", "down")
-LATENCY_MS = {"0ms": 0.0, "50ms": 50.0, "500ms": 500.0, "down": 0.0, "outage": 0.0, "soak": 0.0}
+LATENCY_MS = {
+    "0ms": 0.0,
+    "50ms": 50.0,
+    "500ms": 500.0,
+    "down": 0.0,
+    "outage": 0.0,
+    "outage60": 0.0,
+    "soak": 0.0,
+}
 PEER_MODULES = {"asgi": "asgi_matomo", "wsgi": "flask_matomo2"}
 #: Our middleware's options in the benchmark. Only the backoff cap differs from the defaults:
 #: with 60 s, the first retry after Matomo comes back may wait up to a minute, and the
@@ -326,7 +342,7 @@ class Harness:
         options = self.settings.ours_options
         backoff_max = float(options.get("backoff_max", 60.0))
         quiet = 2 * backoff_max + float(options.get("batch_max_age", 1.0)) + 2
-        if variant != "ours":
+        if variant not in OURS:
             quiet = 3.0  # the peers send inline: nothing arrives later than that
         last, last_change = self.collector.hits(), start
         while True:
@@ -345,6 +361,8 @@ class Harness:
         """One server, one load: the measurement's record (with ``error`` if it failed)."""
         s = self.settings
         duration = s.soak_duration if scenario == "soak" else s.duration
+        if scenario == "outage60":
+            duration = max(duration, OUTAGE60_LOAD)
         record: dict[str, Any] = {
             "stack": stack,
             "scenario": scenario,
@@ -353,8 +371,15 @@ class Harness:
             "duration_s": duration,
         }
         self._count += 1
+        options = dict(s.ours_options)
+        spool_dir: tempfile.TemporaryDirectory[str] | None = None
+        if variant == "spool":  # ours, with a journal of its own
+            spool_dir = tempfile.TemporaryDirectory(prefix="bench-spool-")
+            options["spool"] = str(Path(spool_dir.name) / "matomo-spool.sqlite3")
         log = self.log_dir / f"{self._count:03d}-{stack}-{scenario}-{variant}-{run}.log"
-        server = app_service(stack, variant, self.collector.url, s.ours_options, log)
+        server = app_service(
+            stack, "ours" if variant == "spool" else variant, self.collector.url, options, log
+        )
         outage: Outage | None = None
         sampler: RssSampler | None = None
         try:
@@ -377,6 +402,8 @@ class Harness:
             elif scenario == "outage":
                 down_for = min(s.outage_down, duration / 2)
                 outage = Outage(self.collector, (duration - down_for) / 2, down_for)
+            elif scenario == "outage60":
+                outage = Outage(self.collector, (duration - OUTAGE60_DOWN) / 2, OUTAGE60_DOWN)
             cpu_before = tree.cpu_times()
             if outage is not None:
                 outage.start()
@@ -385,6 +412,7 @@ class Harness:
                 LoadSpec(duration=duration, threads=s.threads, connections=s.connections),
             )
             cpu_loaded = tree.cpu_times()
+            journal = _journal_size(options.get("spool"))
             if outage is not None:
                 outage.join(duration + 30)
                 record["outage"] = {
@@ -420,15 +448,17 @@ class Harness:
                     "rss_samples": sampler.samples,
                     "measured_with": tree.backend,
                     "served": served,
-                    "expected_hits": served if variant in ("ours", "peer") else 0,
+                    "expected_hits": served if variant in (*OURS, "peer") else 0,
                     "delivered_hits": delivered,
                     "delivered_ratio": (
-                        delivered / max(1, served) if variant in ("ours", "peer") else None
+                        delivered / max(1, served) if variant in (*OURS, "peer") else None
                     ),
                     "settle_s": round(waited, 2),
+                    # with spool: the journal's files (database and WAL) at the end of the load
+                    "journal_bytes": journal,
                 }
             )
-            if variant in ("ours", "stub"):
+            if variant in (*OURS, "stub"):
                 stats = _fetch_json(server.base_url + "/_bench/stats")
                 record["dispatcher_stats"] = stats.get("dispatcher", stats)
         except Exception as exc:  # recorded; the other measurements go on
@@ -440,6 +470,8 @@ class Harness:
             if sampler is not None:
                 sampler.stop()
             server.stop(timeout=15)
+            if spool_dir is not None:
+                spool_dir.cleanup()
             if not self.collector.running:
                 self.collector.up()
         _print_measurement(record)
@@ -507,6 +539,14 @@ class Harness:
         print(f"results: {out / (stamp + '.json')}, {out / 'latest.json'}, {out / 'latest.md'}")
 
 
+def _journal_size(spool: object) -> int | None:
+    """Bytes of a journal's files (the database, its WAL and shared memory), or None."""
+    if not isinstance(spool, str):
+        return None
+    paths = [Path(spool + suffix) for suffix in ("", "-wal", "-shm")]
+    return sum(p.stat().st_size for p in paths if p.exists())
+
+
 def _skipped_pairs(skipped: list[str]) -> set[str]:
     return {entry.split(":", 1)[0] for entry in skipped}
 
@@ -529,7 +569,7 @@ def _fetch_json(url: str) -> Any:
 
 
 def _print_measurement(m: dict[str, Any]) -> None:
-    head = f"{m['stack']} {m['scenario']:>6} {m['variant']:>4} run {m['run']}:"
+    head = f"{m['stack']} {m['scenario']:>8} {m['variant']:>5} run {m['run']}:"
     if "error" in m:
         print(f"{head} ERROR {m['error'].splitlines()[0]}", flush=True)
         return
@@ -543,7 +583,8 @@ def _print_measurement(m: dict[str, Any]) -> None:
         f"{head} {m['req_per_s']:8,.0f} req/s  p50 {m['latency_ms']['p50']:6.2f} ms  "
         f"p99 {m['latency_ms']['p99']:7.2f} ms  cpu {m['cpu_us_per_req']:5.0f} µs/req "
         f"(sys {m['cpu_system_us_per_req']:3.0f}, drain {m['cpu_drain_us_per_req']:3.0f})  "
-        f"rss {m['peak_rss_mb']:5.1f} MB (+{m['rss_growth_mb']:.1f})  delivered {delivered}",
+        f"rss {m['peak_rss_mb']:5.1f} MB (+{m['rss_growth_mb']:.1f})  delivered {delivered}"
+        + (f"  journal {m['journal_bytes'] / 2**20:.1f} MB" if m.get("journal_bytes") else ""),
         flush=True,
     )
 
@@ -578,7 +619,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all; --quick: "
         f"{','.join(QUICK_SCENARIOS)})",
     )
-    parser.add_argument("--variants", type=_csv(VARIANTS), help="subset of bare,stub,ours,peer")
+    parser.add_argument(
+        "--variants",
+        type=_csv(VARIANTS),
+        help="subset of bare,stub,ours,peer,spool (default: all but spool)",
+    )
     parser.add_argument("--runs", type=int, help="runs of each scenario (default 3; --quick 1)")
     parser.add_argument(
         "--duration", type=float, help="seconds of load per scenario (10; --quick 3)"
@@ -623,7 +668,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """Apply the defaults (full or ``--quick``) to the command line."""
     quick = bool(args.quick)
     stacks = [args.only] if args.only else list(STACKS)
-    variants = args.variants or list(VARIANTS)
+    variants = args.variants or list(DEFAULT_VARIANTS)
     skipped = []
     if "peer" in variants:
         for stack in stacks:

@@ -17,11 +17,13 @@ from typing import Any
 
 import httpx
 
+from matomo_asgi._journaling import JournalRounds
 from matomo_tracking.answers import Answer, AnswerBuffer, transport_error
 from matomo_tracking.config import TrackingConfig
-from matomo_tracking.delivery_queue import Admission, Batch, DeliveryQueue, Outcome
+from matomo_tracking.delivery_queue import Admission, Batch, DeliveryQueue, Outcome, Wait
 from matomo_tracking.dispatcher import QueueBackedDispatcher
 from matomo_tracking.hits import Hit
+from matomo_tracking.spool import open_journal, spool_for
 from matomo_tracking.wire import BULK_HEADERS, encode_hit
 
 __all__ = ["AsyncioDispatcher"]
@@ -51,6 +53,7 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         self._user_client = http_client
         self._tls: ssl.SSLContext | None = None
         self._lock = threading.Lock()
+        self._journal = open_journal(config)  # a journal that cannot be used fails here
         self._reset()
 
     def _reset(self) -> None:
@@ -58,6 +61,8 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         self._pid = os.getpid()
         self._queue = DeliveryQueue(self.config)
         self._rng = random.Random()
+        spool = spool_for(self._journal, self._queue, self._rng.getrandbits(63) | 1)
+        self._journaling = spool and JournalRounds(spool, self._lock)
         self._clients: list[httpx.AsyncClient] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -75,9 +80,12 @@ class AsyncioDispatcher(QueueBackedDispatcher):
             with self._lock:
                 if os.getpid() != self._pid:  # the parent's queue is the parent's
                     self._reset()
-                admission = self._queue.admit(encoded, time.time())
+                now = time.time()
+                admission = self._queue.admit(encoded, now)
+                wake = admission is Admission.WAKE
+                wake = wake or bool(self._journaling and not self._journaling.spool.due(now))
             if admission:
-                self._ensure_worker(admission is Admission.WAKE)
+                self._ensure_worker(wake)
             return bool(admission)
         except Exception:
             with self._lock:
@@ -124,18 +132,31 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         loop = asyncio.get_running_loop()
         senders: set[asyncio.Task[None]] = set()
         me = asyncio.current_task()
+
+        def wake() -> None:
+            wakeup.set()
+            progress.set()
+
         try:
             while self._worker is me:  # aclose() ends it by forgetting it
                 wakeup.clear()
+                now = time.time()
+                journal = self._journaling.step(now, wake) if self._journaling else None
                 with self._lock:
-                    step = self._queue.next_step(time.time(), self._rng.random())
+                    external = bool(self._journaling and self._journaling.spool.external)
+                    step = (
+                        Wait(None) if external else self._queue.next_step(now, self._rng.random())
+                    )
                 if isinstance(step, Batch):
                     task = loop.create_task(self._send(step, wakeup, progress), name="matomo-batch")
                     senders.add(task)
                     task.add_done_callback(senders.discard)
                     continue
                 progress.set()  # a deadline may have settled hits
-                await _woken(wakeup, step.seconds)
+                seconds = step.seconds
+                if journal is not None and (seconds is None or journal < seconds):
+                    seconds = journal  # the next journal round
+                await _woken(wakeup, seconds)
         finally:
             for task in senders:
                 task.cancel()
@@ -220,6 +241,8 @@ class AsyncioDispatcher(QueueBackedDispatcher):
                     worker.get_loop().call_soon_threadsafe(wakeup.set)
         with self._lock:
             done = self._queue.finish_close()
+        if self._journaling:  # what is left stays in the journal, for the next process
+            await self._journaling.close()
         await self._close_own_clients()
         return done
 

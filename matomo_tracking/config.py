@@ -6,6 +6,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from urllib.parse import parse_qsl, urlsplit
 
@@ -17,12 +18,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_REDACTED_QUERY_PARAMS",
     "BotMode",
+    "Sender",
     "TrackingConfig",
     "TrackingOptions",
     "endpoint_url",
 ]
 
 BotMode = Literal["exclude", "visits", "bot-reports"]
+Sender = Literal["app", "external"]
 
 #: Query-string parameter names whose values are replaced by ``REDACTED`` in tracked URLs.
 DEFAULT_REDACTED_QUERY_PARAMS: frozenset[str] = frozenset(
@@ -128,6 +131,10 @@ class TrackingConfig:
     max_hit_age: float = 23 * 3600.0
     sync_mode: bool = False
     max_concurrent_batches: int = 64
+    # durable journal and the sender outside the app
+    spool: str | None = None
+    spool_max_bytes: int = 256 * 1024 * 1024
+    sender: Sender = "app"
 
     def __post_init__(self) -> None:
         _check_url("url", self.url)
@@ -218,6 +225,34 @@ class TrackingConfig:
                 raise _fail(key, value, "a positive number of seconds")
         if self.batch_max_hits > self.queue_max_hits:
             raise _fail("batch_max_hits", self.batch_max_hits, "at most queue_max_hits")
+        self._check_spool()
+
+    def _check_spool(self) -> None:
+        spool = self.spool
+        if isinstance(spool, PurePath):
+            spool = str(spool)
+            object.__setattr__(self, "spool", spool)
+        if spool is not None and (
+            not isinstance(spool, str)
+            or not spool.strip()
+            or "\x00" in spool
+            or spool == ":memory:"
+        ):
+            raise _fail("spool", spool, "a file path (str or pathlib.Path) or None")
+        if not _positive_int(self.spool_max_bytes):
+            raise _fail("spool_max_bytes", self.spool_max_bytes, "a positive int")
+        if self.sender not in ("app", "external"):
+            raise _fail("sender", self.sender, "'app' or 'external'")
+        if self.sender == "external" and spool is None:
+            raise ValueError(
+                "sender='external' needs spool=...: the app then only writes hits to that "
+                "journal, which `matomo-middleware send --spool PATH` delivers"
+            )
+        if spool is not None and self.sync_mode:
+            raise ValueError(
+                "spool=... and sync_mode=True contradict each other: sync_mode sends each hit "
+                "inline, a journal keeps hits for the background (or an external sender)"
+            )
 
     @property
     def endpoint(self) -> str:
@@ -375,3 +410,6 @@ class TrackingOptions(TypedDict, total=False):
     max_hit_age: float
     sync_mode: bool
     max_concurrent_batches: int
+    spool: str | PurePath | None
+    spool_max_bytes: int
+    sender: Sender

@@ -33,7 +33,15 @@ from matomo_tracking.delivery_queue import DeliveryEvent, DeliveryQueue, EventKi
 from matomo_tracking.journal import Claim, Journal, StoredHit
 from matomo_tracking.wire import EncodedHit
 
-__all__ = ["SYNC_HITS", "SYNC_INTERVAL", "Spool", "SpoolWork", "lease_for"]
+__all__ = [
+    "SYNC_HITS",
+    "SYNC_INTERVAL",
+    "Spool",
+    "SpoolWork",
+    "lease_for",
+    "open_journal",
+    "spool_for",
+]
 
 logger = logging.getLogger("matomo_tracking.journal")
 
@@ -48,6 +56,21 @@ _RENEW_FRACTION = 1 / 3
 _WATCH_INTERVAL = 10.0
 _SENDER_SILENCE = 60.0
 _WARN_INTERVAL = 60.0
+
+
+def open_journal(config: TrackingConfig) -> Journal | None:
+    """The journal ``config.spool`` names (``JournalError`` if it cannot be used), or None."""
+    if config.spool is None:
+        return None
+    return Journal(config.spool, max_bytes=config.spool_max_bytes)
+
+
+def spool_for(journal: Journal | None, queue: DeliveryQueue, owner: int) -> Spool | None:
+    """The spool an executor runs for ``queue`` (None without a journal): ``owner`` is this
+    process's number (a random 63-bit int); ``sender="external"`` makes it journal-only."""
+    if journal is None:
+        return None
+    return Spool(journal, queue, owner=owner, external=queue.config.sender == "external")
 
 
 def lease_for(config: TrackingConfig) -> float:

@@ -1,10 +1,11 @@
 """The ``matomo-middleware`` command line: ``check`` a Matomo configuration, run a local
-``collector``."""
+``collector``, ``send`` the journal apps write with ``sender="external"``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import ssl
 import sys
@@ -279,16 +280,20 @@ def _collector(
     return 0
 
 
+def _url_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--url",
+        default=os.environ.get("MATOMO_URL"),
+        help="Matomo base URL or its matomo.php (env MATOMO_URL)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``matomo-middleware`` console script."""
     parser = argparse.ArgumentParser(prog="matomo-middleware", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     chk = commands.add_parser("check", help="send one test hit and explain the outcome")
-    chk.add_argument(
-        "--url",
-        default=os.environ.get("MATOMO_URL"),
-        help="Matomo base URL or its matomo.php (env MATOMO_URL)",
-    )
+    _url_argument(chk)
     chk.add_argument(
         "--site-id",
         type=int,
@@ -317,13 +322,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="the custom dimension your status_dimension sends, for the page's status column",
     )
-    args = parser.parse_args(argv)
+    snd = commands.add_parser(
+        "send",
+        help="deliver the journal that apps with sender='external' write",
+        allow_abbrev=False,  # "--token x" must not pass for "--token-file x"
+    )
+    snd.add_argument("--spool", required=True, help="the journal file (the apps' spool=)")
+    snd.add_argument(
+        "--once",
+        action="store_true",
+        help="drain the journal and exit: 1 if Matomo refused hits or kept failing",
+    )
+    _url_argument(snd)
+    snd.add_argument(
+        "--token-file",
+        help="a file holding token_auth (else env MATOMO_TOKEN_AUTH); never the token itself",
+    )
+    snd.add_argument("--timeout", type=float, default=30.0, help="seconds for a bulk answer")
+    snd.add_argument("--shutdown-timeout", type=float, default=5.0)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "send":  # never echoed: it may be a token
+            parser.error(
+                "send takes no other arguments; the token goes in MATOMO_TOKEN_AUTH or a file "
+                "named by --token-file, never on the command line"
+            )
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "send":
+        return _send(parser, args)
     if args.command == "check":
         if not args.url:
             parser.error("--url is required (or set MATOMO_URL)")
         token = args.token_auth or os.environ.get("MATOMO_TOKEN_AUTH") or None
         return check(args.url, args.site_id, token, timeout=args.timeout)
     return _collector(args.host, args.port, args.site_ids or [1], args.status_dimension, sys.stdout)
+
+
+def _send(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from matomo_wsgi.sender import send
+
+    if not args.url:
+        parser.error("MATOMO_URL is required (or --url)")
+    token = os.environ.get("MATOMO_TOKEN_AUTH") or None
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as file:
+                token = file.read().strip() or None
+        except OSError as exc:  # the path is not shown: it may be a mistyped token
+            parser.error(f"cannot read the file given by --token-file ({exc.strerror})")
+        if token is None:
+            parser.error("the file given by --token-file is empty")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    return send(
+        args.spool,
+        url=args.url,
+        token_auth=token,
+        once=args.once,
+        timeout=args.timeout,
+        shutdown_timeout=args.shutdown_timeout,
+    ).status
 
 
 if __name__ == "__main__":

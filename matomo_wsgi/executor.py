@@ -22,7 +22,9 @@ from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery_queue import Admission, Batch, DeliveryQueue, Outcome
 from matomo_tracking.dispatcher import QueueBackedDispatcher
 from matomo_tracking.hits import Hit
+from matomo_tracking.spool import open_journal, spool_for
 from matomo_tracking.wire import encode_hit
+from matomo_wsgi._journaling import JournalThread
 from matomo_wsgi._process_exit import close_at_child_exit
 
 __all__ = ["Poster", "ThreadExecutor", "close_all"]
@@ -74,6 +76,7 @@ class ThreadExecutor(QueueBackedDispatcher):
         self._limit = max(1, config.max_concurrent_batches if concurrency is None else concurrency)
         self._target = target
         self._closed = False
+        self._journal = open_journal(config)  # a journal that cannot be used fails here
         self._reset()
         _live.add(self)
         atexit.register(self._at_exit)
@@ -93,6 +96,8 @@ class ThreadExecutor(QueueBackedDispatcher):
         self._idle = 0  # threads waiting for work
         self._stopping = False
         self._rng = random.Random()
+        spool = spool_for(self._journal, self._queue, self._rng.getrandbits(63) | 1)
+        self._journaling = spool and JournalThread(spool, self._lock, self._changed, self._progress)
 
     # -- the contract ------------------------------------------------------------------------
     def submit(self, hit: Hit) -> bool:
@@ -110,6 +115,8 @@ class ThreadExecutor(QueueBackedDispatcher):
                 if not self.config.sync_mode:
                     if admission is Admission.WAKE:
                         self._changed.notify()
+                    if self._journaling:
+                        self._journaling.poke(time.time())
                     self._ensure_thread()
                     return True
             self._drain(target, time.time() + self.config.timeout, "timeout")
@@ -123,7 +130,7 @@ class ThreadExecutor(QueueBackedDispatcher):
     def start(self) -> None:
         """Start the loop thread if hits wait (it also starts on the first ``submit``)."""
         with self._lock:
-            if self._queue.pending and not self.config.sync_mode:
+            if (self._queue.pending or self._journaling) and not self.config.sync_mode:
                 self._ensure_thread()
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -133,7 +140,7 @@ class ThreadExecutor(QueueBackedDispatcher):
         deadline = time.time() + max(0.0, limit)
         with self._lock:
             target = self._queue.flush_target()
-            if self._queue.flushed(target) or not self._threads:
+            if self._queue.flushed(target) or not self._running():
                 return self._queue.flushed(target)
             self._changed.notify()
             if self._wait(target, deadline):
@@ -153,7 +160,7 @@ class ThreadExecutor(QueueBackedDispatcher):
                 return True
             self._closed = True
             target = self._queue.close(deadline)
-            running = bool(self._threads)
+            running = self._running()
             self._changed.notify()
         _live.discard(self)
         atexit.unregister(self._at_exit)
@@ -167,6 +174,8 @@ class ThreadExecutor(QueueBackedDispatcher):
             self._stopping = True
             self._changed.notify_all()
             self._progress.notify_all()
+        if self._journaling:  # what is left stays in the journal, for later
+            self._journaling.stop(self.config.timeout)
         self._poster.close()
         return done
 
@@ -188,11 +197,18 @@ class ThreadExecutor(QueueBackedDispatcher):
             self._progress.wait(remaining)
         return True
 
+    def _running(self) -> bool:
+        return bool(self._threads) or bool(self._journaling and self._journaling.running)
+
     def _ensure_thread(self) -> None:
-        """(Lock held.) Start the first delivery thread unless one runs."""
-        if not self._threads:
+        """(Lock held.) Start the first delivery thread unless one runs (none when the app
+        only writes the journal), and the journal's thread."""
+        journaling = self._journaling
+        if journaling:
+            journaling.start()
+        if not self._threads and not (journaling and journaling.spool.external):
             self._hire("matomo-dispatcher")
-            close_at_child_exit(close_all)  # atexit never runs in multiprocessing children
+        close_at_child_exit(close_all)  # atexit never runs in multiprocessing children
 
     def _hire(self, name: str) -> None:
         """(Lock held.) Start a delivery thread (not while the interpreter exits)."""

@@ -4,6 +4,7 @@ value; the token is never shown; the endpoint is derived from any form of the UR
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,6 +101,14 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("max_concurrent_batches", 0, "0"),
     ("max_concurrent_batches", 2.0, "2.0"),
     ("batch_max_hits", 20_000, "20000"),  # more than queue_max_hits
+    ("spool", "", "''"),
+    ("spool", ":memory:", "':memory:'"),
+    ("spool", "a\x00b", "'a\\x00b'"),
+    ("spool", 3, "3"),
+    ("spool_max_bytes", 0, "0"),
+    ("spool_max_bytes", 1.5, "1.5"),
+    ("sender", "celery", "'celery'"),
+    ("sender", None, "None"),
 ]
 
 
@@ -147,6 +156,26 @@ def test_secrets_are_not_in_repr() -> None:
     assert TOKEN not in repr(config)
     assert "salt-value-42" not in repr(config)
     assert "url='https://matomo.example.org'" in repr(config)
+
+
+def test_the_journal_and_the_sender() -> None:
+    default = TrackingConfig(url=MATOMO)
+    assert (default.spool, default.spool_max_bytes, default.sender) == (None, 256 << 20, "app")
+    # a pathlib path is kept as its string
+    assert TrackingConfig(url=MATOMO, spool=Path("/var/spool/m.sqlite3")).spool == (
+        "/var/spool/m.sqlite3"
+    )
+    external = TrackingConfig(url=MATOMO, spool="m.sqlite3", sender="external")
+    assert external.sender == "external"
+
+
+def test_an_external_sender_needs_a_journal() -> None:
+    with pytest.raises(ValueError, match=r"^sender='external' needs spool=\.\.\.") as caught:
+        TrackingConfig(url=MATOMO, sender="external")
+    assert "spool" in str(caught.value)
+    assert "sender" in str(caught.value)
+    with pytest.raises(ValueError, match=r"spool=\.\.\. and sync_mode=True contradict"):
+        TrackingConfig(url=MATOMO, spool="m.sqlite3", sender="external", sync_mode=True)
 
 
 def test_defaults() -> None:

@@ -14,6 +14,7 @@ from matomo_tracking.hits import Hit
 from matomo_tracking.testing import CollectorServer
 from tests.delivery.celery_driver import broker, celery_factory
 from tests.delivery.drivers import Driver, asyncio_driver, thread_driver
+from tests.delivery.sender_driver import NOT_FOR_THE_SENDER, SenderDriver
 
 __all__ = ["Driver", "broker", "celery_factory"]  # and fixtures of the Celery executor
 
@@ -50,10 +51,11 @@ def hit(
 DRIVERS: dict[str, Callable[[TrackingConfig, CollectorServer], Driver]] = {
     "thread": thread_driver,
     "asyncio": asyncio_driver,
+    "sender": SenderDriver,
 }
 #: The executors every delivery test runs against; tests marked ``celery`` also run against
 #: Celery (a real Redis and a real worker, see ``celery_driver.py``).
-EXECUTORS = ["thread", "asyncio"]
+EXECUTORS = ["thread", "asyncio", "sender"]
 
 Make = Callable[..., Driver]
 
@@ -80,6 +82,8 @@ def make(request: pytest.FixtureRequest, matomo: CollectorServer) -> Iterator[Ma
     timings and ``options`` for the ``matomo`` collector; closed after the test."""
     made: list[Driver] = []
     kind = request.param
+    if kind == "sender" and request.node.originalname in NOT_FOR_THE_SENDER:
+        pytest.skip(NOT_FOR_THE_SENDER[request.node.originalname])
     factory = request.getfixturevalue("celery_factory") if kind == "celery" else DRIVERS[kind]
 
     def build(**options: Any) -> Driver:
