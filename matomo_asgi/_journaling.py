@@ -11,16 +11,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
 
 from matomo_tracking.spool import Spool, SpoolWork
 
-__all__ = ["JournalRounds"]
+__all__ = ["JournalRounds", "sooner"]
 
 logger = logging.getLogger("matomo_asgi.dispatcher")
+
+
+def sooner(seconds: float | None, other: float | None) -> float | None:
+    """The shorter of two waits (None: no limit)."""
+    if seconds is None or (other is not None and other < seconds):
+        return other
+    return seconds
 
 
 class JournalRounds:
@@ -32,9 +38,13 @@ class JournalRounds:
         self._thread: ThreadPoolExecutor | None = None
         self._round: tuple[asyncio.Future[None], SpoolWork] | None = None  # under way
 
-    def step(self, now: float, wake: Callable[[], None]) -> float | None:
+    def due(self, now: float) -> bool:
+        """(Lock held.) Whether a round is due now (many hits wait)."""
+        return not self.spool.due(now)
+
+    def step(self, now: float, *woken: asyncio.Event) -> float | None:
         """(On the loop.) Start a round if one is due; the seconds until the next one is due,
-        or None while one runs (``wake`` is called when it ends)."""
+        or None while one runs (the ``woken`` events are set when it ends)."""
         if self._round is not None:
             return None
         with self._lock:
@@ -49,7 +59,8 @@ class JournalRounds:
             if self._round is not None and self._round[0] is future:
                 self._round = None
                 self._done(work, future)
-                wake()
+                for event in woken:
+                    event.set()
 
         running.add_done_callback(ended)
         return None

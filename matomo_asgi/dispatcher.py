@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 
-from matomo_asgi._journaling import JournalRounds
+from matomo_asgi._journaling import JournalRounds, sooner
 from matomo_tracking.answers import Answer, AnswerBuffer, transport_error
 from matomo_tracking.config import TrackingConfig
-from matomo_tracking.delivery_queue import Admission, Batch, DeliveryQueue, Outcome, Wait
+from matomo_tracking.delivery_queue import Admission, Batch, DeliveryQueue, Outcome
 from matomo_tracking.dispatcher import QueueBackedDispatcher
 from matomo_tracking.hits import Hit
 from matomo_tracking.spool import open_journal, spool_for
@@ -82,8 +82,9 @@ class AsyncioDispatcher(QueueBackedDispatcher):
                     self._reset()
                 now = time.time()
                 admission = self._queue.admit(encoded, now)
-                wake = admission is Admission.WAKE
-                wake = wake or bool(self._journaling and not self._journaling.spool.due(now))
+                wake = admission is Admission.WAKE or bool(
+                    self._journaling and self._journaling.due(now)
+                )
             if admission:
                 self._ensure_worker(wake)
             return bool(admission)
@@ -133,30 +134,20 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         senders: set[asyncio.Task[None]] = set()
         me = asyncio.current_task()
 
-        def wake() -> None:
-            wakeup.set()
-            progress.set()
-
         try:
             while self._worker is me:  # aclose() ends it by forgetting it
                 wakeup.clear()
                 now = time.time()
-                journal = self._journaling.step(now, wake) if self._journaling else None
+                journal = self._journaling.step(now, wakeup, progress) if self._journaling else None
                 with self._lock:
-                    external = bool(self._journaling and self._journaling.spool.external)
-                    step = (
-                        Wait(None) if external else self._queue.next_step(now, self._rng.random())
-                    )
+                    step = self._queue.next_step(now, self._rng.random())
                 if isinstance(step, Batch):
                     task = loop.create_task(self._send(step, wakeup, progress), name="matomo-batch")
                     senders.add(task)
                     task.add_done_callback(senders.discard)
                     continue
                 progress.set()  # a deadline may have settled hits
-                seconds = step.seconds
-                if journal is not None and (seconds is None or journal < seconds):
-                    seconds = journal  # the next journal round
-                await _woken(wakeup, seconds)
+                await _woken(wakeup, sooner(step.seconds, journal))
         finally:
             for task in senders:
                 task.cancel()

@@ -140,7 +140,7 @@ class ThreadExecutor(QueueBackedDispatcher):
         deadline = time.time() + max(0.0, limit)
         with self._lock:
             target = self._queue.flush_target()
-            if self._queue.flushed(target) or not self._running():
+            if self._queue.flushed(target) or not self._threads:
                 return self._queue.flushed(target)
             self._changed.notify()
             if self._wait(target, deadline):
@@ -160,7 +160,7 @@ class ThreadExecutor(QueueBackedDispatcher):
                 return True
             self._closed = True
             target = self._queue.close(deadline)
-            running = self._running()
+            running = bool(self._threads)
             self._changed.notify()
         _live.discard(self)
         atexit.unregister(self._at_exit)
@@ -197,18 +197,13 @@ class ThreadExecutor(QueueBackedDispatcher):
             self._progress.wait(remaining)
         return True
 
-    def _running(self) -> bool:
-        return bool(self._threads) or bool(self._journaling and self._journaling.running)
-
     def _ensure_thread(self) -> None:
-        """(Lock held.) Start the first delivery thread unless one runs (none when the app
-        only writes the journal), and the journal's thread."""
-        journaling = self._journaling
-        if journaling:
-            journaling.start()
-        if not self._threads and not (journaling and journaling.spool.external):
+        """(Lock held.) Start the first delivery thread unless one runs, and the journal's."""
+        if self._journaling:
+            self._journaling.start()
+        if not self._threads:
             self._hire("matomo-dispatcher")
-        close_at_child_exit(close_all)  # atexit never runs in multiprocessing children
+            close_at_child_exit(close_all)  # atexit never runs in multiprocessing children
 
     def _hire(self, name: str) -> None:
         """(Lock held.) Start a delivery thread (not while the interpreter exits)."""
