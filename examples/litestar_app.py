@@ -3,7 +3,7 @@
 import os
 
 from litestar import Litestar, Router, get
-from litestar.params import FromPath
+from litestar.params import FromPath  # Litestar >= 2.19; older versions: `item_id: int`
 
 from matomo_asgi import MatomoMiddleware
 

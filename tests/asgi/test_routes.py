@@ -178,15 +178,16 @@ def test_django_asgi_uses_the_resolvers_route() -> None:
 def litestar_app() -> ASGIApp:
     """Litestar: a handler, a router, a router in a router, a mounted ASGI app."""
     from litestar import Litestar, Router, asgi, get
-    from litestar.params import FromPath
 
+    # The handlers take no path parameters: the way to declare one changed between Litestar
+    # versions (FromPath since 2.19), and the route template is all that is tested here.
     @get("/items/{item_id:int}")
-    async def item(item_id: FromPath[int]) -> str:
+    async def item() -> str:
         return "item"
 
     @get("/users/{name:str}")
-    async def user(name: FromPath[str]) -> str:
-        return name
+    async def user() -> str:
+        return "user"
 
     @asgi("/static", is_mount=True, copy_scope=True)
     async def static(scope: Scope, receive: Receive, send: Send) -> None:
