@@ -340,6 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     snd.add_argument("--timeout", type=float, default=30.0, help="seconds for a bulk answer")
     snd.add_argument("--shutdown-timeout", type=float, default=5.0)
+    snd.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus delivery metrics on this port (extra 'prometheus')",
+    )
+    snd.add_argument("--metrics-host", default="127.0.0.1", help="address of --metrics-port")
     args, extra = parser.parse_known_args(argv)
     if extra:
         if args.command == "send":  # never echoed: it may be a token
@@ -376,8 +383,20 @@ def _send(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+    metrics = None
+    if args.metrics_port is not None:
+        from matomo_tracking.metrics import PrometheusMetrics
+
+        try:
+            metrics = PrometheusMetrics()
+        except ImportError as exc:
+            parser.error(str(exc))
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     return send(
         args.spool,
+        metrics=metrics,
         url=args.url,
         token_auth=token,
         once=args.once,

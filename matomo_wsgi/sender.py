@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery import DispatchStats
 from matomo_tracking.journal import Journal
+from matomo_tracking.metrics import OpenTelemetryMetrics, PrometheusMetrics
 from matomo_wsgi.dispatcher import ThreadDispatcher
 
 __all__ = ["SendResult", "send"]
@@ -50,10 +51,12 @@ def send(
     shutdown_timeout: float = 5.0,
     stop: threading.Event | None = None,
     clock: Callable[[], float] = time.time,
+    metrics: PrometheusMetrics | OpenTelemetryMetrics | None = None,
 ) -> SendResult:
     """Deliver the journal at ``spool`` to the Matomo at ``url``: until ``stop`` is set (or a
     SIGTERM/SIGINT when called from the main thread), or with ``once`` until the journal
-    is drained, or Matomo has failed for ``timeout`` seconds."""
+    is drained, or Matomo has failed for ``timeout`` seconds. ``metrics``: delivery metrics
+    to feed (``matomo_tracking.metrics``), the journal's bytes included."""
     try:
         config = TrackingConfig(
             url=url,
@@ -81,7 +84,9 @@ def send(
                 return SendResult(2)
         stop = stop if stop is not None else _stop_on_signals()
         dispatcher = ThreadDispatcher(config)
-        status = _run(dispatcher, journal, once=once, stop=stop, clock=clock)
+        if metrics is not None:
+            metrics.attach(dispatcher)
+        status = _run(dispatcher, journal, once=once, stop=stop, clock=clock, metrics=metrics)
         dispatcher.close()
         stats = dispatcher.stats()
         counts = journal.counts(clock())
@@ -110,6 +115,7 @@ def _run(
     once: bool,
     stop: threading.Event,
     clock: Callable[[], float],
+    metrics: PrometheusMetrics | OpenTelemetryMetrics | None = None,
 ) -> int:
     """Keep the executor going until told to stop; 1 when ``once`` gave up on a failing
     Matomo."""
@@ -118,6 +124,10 @@ def _run(
     report_at = clock() + _REPORT_EVERY
     while not stop.wait(_POLL):
         now = clock()
+        if metrics is not None:
+            measured = journal.counts(now)
+            if measured is not None:
+                metrics.journal_bytes(journal.path, measured.bytes)
         if now >= report_at:
             report_at = now + _REPORT_EVERY
             stats = dispatcher.stats()

@@ -27,7 +27,7 @@ def matomo() -> Iterator[CollectorServer]:
 
 
 def scrape(base_url: str) -> Scraped:
-    text = httpx.get(base_url + "/metrics/", timeout=5, follow_redirects=True).text
+    text = httpx.get(base_url + "/metrics", timeout=5, follow_redirects=True).text
     return {
         (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "pid"))): s.value
         for family in text_string_to_metric_families(text)
@@ -102,3 +102,33 @@ def test_gunicorn_workers_add_up_through_the_multiprocess_directory(
     assert total(scraped, "matomo_hits_queued_total") == 30
     assert total(scraped, "matomo_batches_total") >= 2  # at least one batch per worker
     assert scraped[("matomo_queue_hits", ())] == 0  # livesum of both workers' queues
+
+
+def test_the_external_sender_serves_its_metrics(matomo: CollectorServer, tmp_path: Path) -> None:
+    # The app writes the journal only (sender="external"); `matomo-middleware send` delivers
+    # it and serves its metrics, the journal's bytes included.
+    from tests.journal.test_journal_e2e import env_for, journal_numbers, load, server
+
+    spool, log = tmp_path / "spool.sqlite3", tmp_path / "handled.log"
+    app_port, metrics_port = free_port(), free_port()
+    env = env_for(matomo, spool, log, MATOMO_SENDER="external")
+    with server("uvicorn", app_port, env) as app:
+        load(app.base_url, 40)
+        deadline = time.monotonic() + 10
+        while journal_numbers(spool) != set(range(40)):
+            assert time.monotonic() < deadline, "the app did not journal its hits"
+            time.sleep(0.1)
+    args = ["send", "--spool", str(spool), "--metrics-port", str(metrics_port)]
+    sender_env = {"MATOMO_URL": matomo.base_url}
+    with ServerProcess("matomo-middleware", args, port=metrics_port, env=sender_env) as sender:
+        base = f"http://127.0.0.1:{metrics_port}"
+        done = until(
+            base,
+            lambda s: (
+                s.get(("matomo_hits_sent_total", ())) == 40
+                and s.get(("matomo_journal_bytes", (("journal", str(spool)),))) == 0
+            ),
+        )
+        assert done[("matomo_queue_hits", ())] == 0
+        assert sender.process is not None
+    assert len(matomo.collector.hits) == 40
