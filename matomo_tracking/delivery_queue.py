@@ -752,7 +752,7 @@ class DeliveryQueue:
         self._pace_warned = now
         logger.warning(
             "matomo: Matomo cannot keep up: hits arrive at %.0f/s, Matomo takes %.0f/s, "
-            "%d hit(s) wait (%d bytes); see the README's 'When Matomo cannot keep up' "
+            "%d hit(s) wait (%d bytes); see 'When Matomo cannot keep up' in docs/delivery.md "
             "(spool=, the external sender, Matomo's QueuedTracking plugin)",
             (self.admitted - admitted) / elapsed,
             (sent - delivered) / elapsed,

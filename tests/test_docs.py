@@ -1,9 +1,13 @@
 """The documentation site's own guarantees (CI builds it with ``mkdocs build --strict``):
-every page is in the navigation, and the build hook refuses public names without docstrings."""
+every page is in the navigation, the build hook refuses public names without docstrings, the
+configuration reference lists every configuration key, and the README links to pages that
+exist."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import re
 import sys
 import types
 
@@ -13,6 +17,8 @@ pytest.importorskip("mkdocs", reason="the docs extra builds the site")
 
 from mkdocs.exceptions import PluginError
 
+from matomo_tracking import TrackingConfig
+from matomo_tracking.config import TrackingOptions
 from tests.servers import ROOT
 
 DOCS = ROOT / "docs"
@@ -62,3 +68,26 @@ def test_examples_shown_in_the_docs_exist() -> None:
         for line in page.read_text().splitlines():
             if line.startswith('--8<-- "'):
                 assert (ROOT / line.split('"')[1]).is_file(), (page, line)
+
+
+CONFIGURATION = (DOCS / "configuration.md").read_text()
+
+
+def test_every_config_key_is_documented_in_the_configuration_reference() -> None:
+    missing = [
+        f.name for f in dataclasses.fields(TrackingConfig) if f"| `{f.name}` |" not in CONFIGURATION
+    ]
+    assert not missing, f"docs/configuration.md lacks: {missing}"
+
+
+def test_keyword_options_match_the_config() -> None:
+    assert set(TrackingOptions.__annotations__) == {
+        f.name for f in dataclasses.fields(TrackingConfig)
+    }
+
+
+def test_the_readme_links_to_pages_that_exist() -> None:
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\((docs/[^)#]+)", readme)
+    assert links, "the README links to no documentation page"
+    assert [link for link in links if not (ROOT / link).is_file()] == []
