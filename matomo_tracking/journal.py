@@ -161,6 +161,27 @@ _DELETE = "DELETE FROM hits WHERE owner = ? AND id IN " + _IN  # noqa: S608
 _GIVE_BACK = "UPDATE hits SET owner = NULL, lease = ? WHERE owner = ? AND id IN " + _IN  # noqa: S608
 
 
+#: New rows go in multi-row INSERTs of 64, 32, ..., 1 rows (seven statement texts, cached
+#: once), not one statement per row: the sqlite3 module lets go of the GIL for every statement
+#: it runs, and behind a busy event loop an executor's journal thread then waited for the GIL
+#: once per hit (rounds of seconds under uvicorn, a futex wake-up per loop callback meanwhile).
+_INSERTS = {
+    size: "INSERT INTO hits (created, lane, data, origin, owner, lease) VALUES "  # noqa: S608
+    + ",".join(["(?, ?, ?, ?, ?, ?)"] * size)
+    for size in (_CHUNK >> shift for shift in range(_CHUNK.bit_length()))
+}
+
+
+def _insert(db: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert ``rows`` (in order: their ids are consecutive) with the fewest ``_INSERTS``."""
+    start, size = 0, _CHUNK
+    while start < len(rows):
+        while start + size > len(rows):
+            size //= 2
+        db.execute(_INSERTS[size], [value for row in rows[start : start + size] for value in row])
+        start += size
+
+
 def _each(db: sqlite3.Connection, sql: str, rows: Sequence[int], *params: object) -> int:
     """Run ``sql`` (ending in ``id IN`` + ``_IN`` + ``...``) for every chunk of ``rows``,
     ``params`` bound before the ids; the rows it changed."""
@@ -398,11 +419,7 @@ class Journal:
                 break
             first = 0
             if rows:
-                db.executemany(
-                    "INSERT INTO hits (created, lane, data, origin, owner, lease) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                _insert(db, rows)
                 # one transaction holds the write lock: its rows got consecutive ids
                 first = db.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows) + 1
                 db.execute(

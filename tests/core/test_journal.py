@@ -291,6 +291,40 @@ def test_claims_take_the_oldest_rows_within_the_batch_bounds(journal: Journal) -
     assert first.lanes == frozenset({0, 1, 2, 3})
 
 
+@pytest.mark.parametrize("count", [1, 63, 64, 65, 1000])
+def test_an_append_runs_a_few_statements_not_one_per_hit(
+    path: Path, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    # sqlite3 lets go of the GIL for every statement it runs: one per hit made an executor's
+    # journal thread queue for the GIL once per hit behind a busy event loop (rounds of
+    # seconds, thousands of hits each, under uvicorn); the rows go in multi-row INSERTs.
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db = connect(*args, **kwargs)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    journal = Journal(path)
+    try:
+        statements.clear()
+        held = [hit(n, n % 3) for n in range(count // 2)]
+        spare = [hit(n, n % 3) for n in range(count // 2, count)]
+        stored = journal.append(A, 10.0, held=held, spare=spare, lease=60)
+        appending = list(statements)
+        claim = journal.claim(B, 100.0, lease=60, max_hits=2 * count, max_bytes=BIG)
+    finally:
+        journal.close()
+
+    assert stored == Appended(count, first_row=1)
+    inserts = [s for s in appending if s.startswith("INSERT")]
+    assert len(inserts) <= count // 64 + 6  # whole chunks of 64, then 32, 16, ... 1
+    assert len(appending) <= len(inserts) + 5  # BEGIN, the totals, the first id, COMMIT
+    assert numbers(claim) == list(range(count))  # in order, ids consecutive
+
+
 def test_held_hits_are_leased_to_their_writer_and_spare_ones_free_for_all(
     journal: Journal,
 ) -> None:
