@@ -210,6 +210,13 @@ class DeliveryQueue:
         self._pace_mark: tuple[float, int, int, int] | None = None  # time, admitted, sent, waiting
 
     # -- admitting ---------------------------------------------------------------------------
+    def keep_listeners(self, previous: DeliveryQueue) -> None:
+        """Subscribe to this queue the listeners ``previous`` had besides its own statistics:
+        a forked child's fresh queue keeps the metrics attached in the parent (gunicorn
+        ``--preload``), while its counts start again from nothing."""
+        own = previous._recorder.record
+        self.listeners.extend(listener for listener in previous.listeners if listener != own)
+
     def admit(self, hit: EncodedHit, now: float) -> Admission:
         """Queue ``hit`` within ``queue_max_hits`` and ``queue_max_bytes`` (hits in flight
         count until they are settled); a drop (``queue_full``, ``closed``) is counted. With

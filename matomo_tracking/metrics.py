@@ -78,7 +78,7 @@ class _Metrics:
     """What both backends share: turning events into increments, attaching to a queue."""
 
     def __init__(self) -> None:
-        self._queue: Any = None
+        self._dispatcher: Any = None
 
     def attach(self, dispatcher: _Attachable) -> None:
         """Subscribe to ``dispatcher``'s queue (its ``queue.listeners``, under its ``lock``)
@@ -92,7 +92,9 @@ class _Metrics:
                 "expected a dispatcher with .queue (a DeliveryQueue) and .lock"
             )
         with lock:
-            self._queue = queue
+            # The dispatcher, not its queue: a forked child's dispatcher has a queue of its own
+            # (which keeps this listener), and the depth is read from that one.
+            self._dispatcher = dispatcher
             listeners.append(self.record)
             self._depth(queue.pending)
 
@@ -111,7 +113,7 @@ class _Metrics:
                 self._add("retried", 1)
             elif kind == EventKind.ROUND_TRIP:
                 self._round_trip(event.seconds, event.status)
-            queue = self._queue
+            queue = getattr(self._dispatcher, "queue", None)
             if queue is not None:
                 self._depth(queue.pending)
         except Exception:  # metrics never break delivery

@@ -5,10 +5,14 @@ from a real ``/metrics`` endpoint (and aggregated over processes with
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,10 +23,13 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
+from matomo_asgi import AsyncioDispatcher
 from matomo_tracking import Hit, TrackingConfig, encode_hit
 from matomo_tracking.answers import Answer, TransportError
 from matomo_tracking.delivery_queue import Batch, DeliveryQueue
 from matomo_tracking.metrics import OpenTelemetryMetrics, PrometheusMetrics
+from matomo_tracking.testing import CollectorServer
+from matomo_wsgi import ThreadDispatcher
 from tests.servers import ROOT, free_port
 
 NOW = 1_700_000_000.0
@@ -250,3 +257,52 @@ def test_gunicorn_style_multiprocess_aggregation(tmp_path: Path) -> None:
     journal = [v for (name, _), v in samples.items() if name == "matomo_journal_bytes"]
     assert len(journal) == 1  # one figure for the one journal, not one per worker
     assert journal[0] in (1000, 1200)  # the most recent of the two
+
+
+@pytest.mark.parametrize("kind", ["thread", "asyncio"])
+def test_metrics_attached_before_a_fork_count_the_childs_delivery(
+    registry: CollectorRegistry, kind: str
+) -> None:
+    # gunicorn --preload: the dispatcher and its metrics are made in the master; each forked
+    # worker starts a queue of its own, which must keep the metrics (it did not: 0 counted).
+    with CollectorServer() as matomo:
+        config = TrackingConfig(url=matomo.base_url, batch_max_age=0.05)
+        dispatcher: Any = (
+            ThreadDispatcher(config) if kind == "thread" else AsyncioDispatcher(config)
+        )
+        PrometheusMetrics(registry=registry).attach(dispatcher)
+        reader, writer = multiprocessing.get_context("fork").Pipe(duplex=False)
+        pid = os.fork()
+        if pid == 0:  # the worker: deliver 3 hits, report what its registry counted
+            code = 1
+            try:
+                url = "http://w.example/{}"
+                hits = [
+                    Hit({"idsite": "1", "rec": "1", "url": url.format(n)}, time.time())
+                    for n in range(3)
+                ]
+
+                async def deliver() -> None:
+                    for hit in hits:
+                        dispatcher.submit(hit)
+                    await dispatcher.aflush(5.0)
+
+                if kind == "thread":
+                    for hit in hits:
+                        dispatcher.submit(hit)
+                    dispatcher.flush(5.0)
+                else:
+                    asyncio.run(deliver())
+                sent = registry.get_sample_value("matomo_hits_sent_total")
+                writer.send((sent, registry.get_sample_value("matomo_queue_hits")))
+                code = 0
+            finally:
+                os._exit(code)
+        try:
+            assert reader.poll(20), "the forked worker reported nothing"
+            counted = reader.recv()
+        finally:
+            os.waitpid(pid, 0)
+        assert counted == (3.0, 0.0)
+        assert len(matomo.collector.hits) == 3
+        assert registry.get_sample_value("matomo_hits_sent_total") == 0  # the master sent none
