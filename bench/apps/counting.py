@@ -3,13 +3,15 @@ it to measure our middleware's request path without any delivery work."""
 
 from __future__ import annotations
 
-from typing import Any
+from matomo_tracking.delivery import DispatchStats
+from matomo_tracking.dispatcher import DispatcherBase
 
 __all__ = ["CountingDispatcher"]
 
 
-class CountingDispatcher:
-    """Accepts every hit and delivers nothing (delivery stubbed out)."""
+class CountingDispatcher(DispatcherBase):
+    """Accepts every hit and delivers nothing (delivery stubbed out); the rest of the
+    lifecycle is ``DispatcherBase``'s: nothing waits, everything is done."""
 
     def __init__(self) -> None:
         self.submitted = 0
@@ -19,32 +21,6 @@ class CountingDispatcher:
         self.submitted += 1
         return True
 
-    def stats(self) -> Any:
+    def stats(self) -> DispatchStats:
         """Statistics: every hit queued, none sent."""
-        from matomo_tracking.delivery import DispatchStats
-
         return DispatchStats(queued=self.submitted)
-
-    @property
-    def pending(self) -> int:
-        """Nothing waits."""
-        return 0
-
-    def start(self) -> None:
-        """Nothing to start."""
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Nothing to flush: everything is done."""
-        return True
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Nothing to close: everything is done."""
-        return True
-
-    async def aflush(self, timeout: float | None = None) -> bool:
-        """Nothing to flush: everything is done."""
-        return True
-
-    async def aclose(self, timeout: float | None = None) -> bool:
-        """Nothing to close: everything is done."""
-        return True
