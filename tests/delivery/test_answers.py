@@ -144,8 +144,11 @@ def test_answers_without_counts_are_unconfirmed_and_never_resent(
     assert dispatcher.flush(5.0)
     time.sleep(0.3)
 
-    assert matomo.collector.answered == [204] * 3
+    # Batch shapes are the executor's (the sender takes what the journal's rounds hold: 3 or 4
+    # requests, more under load), so the test counts requests against batches: each went once.
     stats = dispatcher.stats()
     assert (stats.sent, stats.unconfirmed, stats.retried, stats.failed) == (30, 30, 0, 0)
-    explained = [r for r in caplog.records if "confirmed 0 of 10" in r.getMessage()]
-    assert [r.levelno for r in explained] == [logging.INFO, logging.DEBUG, logging.DEBUG]
+    assert stats.batches >= 3  # at most 10 hits a batch
+    assert matomo.collector.answered == [204] * stats.batches
+    explained = [r for r in caplog.records if "confirmed 0 of" in r.getMessage()]
+    assert [r.levelno for r in explained] == [logging.INFO] + [logging.DEBUG] * (stats.batches - 1)
