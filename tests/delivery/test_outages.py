@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import statistics
 import time
 import tracemalloc
 
@@ -150,10 +151,11 @@ def test_a_slow_matomo_gets_every_hit_and_memory_stays_flat(
     assert dispatcher.stats().sent == 150 + n
     # Below capacity (100 hits per 0.5 s): the queue never builds up...
     assert max(pending) <= 200, pending
-    # ...and memory does not grow with the hits delivered: what a leak of 1 KB per hit would
-    # add between the two halves (~240 KB) is far above what varies with the batch in flight.
+    # ...and memory does not grow with the hits delivered: a leak of 1 KB per hit would move
+    # the late half's median ~170 KB above the early half's, for good; a batch in flight at
+    # the moment of one sample (a spike of ~250 KB seen under load) moves a median little.
     early, late = samples[1:4], samples[4:]
-    assert max(late) <= max(early) + 128 * 1024, samples
+    assert statistics.median(late) <= statistics.median(early) + 128 * 1024, samples
     assert max(samples) <= 1024 * 1024, samples  # the 3,840 hits sent take 4 MB
 
 
