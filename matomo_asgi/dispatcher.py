@@ -59,10 +59,7 @@ class AsyncioDispatcher(QueueBackedDispatcher):
     def _reset(self) -> None:
         """The per-process state (a forked child starts again with it, empty)."""
         self._pid = os.getpid()
-        previous: DeliveryQueue | None = getattr(self, "_queue", None)  # a parent's
-        self._queue = DeliveryQueue(self.config)
-        if previous is not None:  # metrics attached in a --preload master follow
-            self._queue.keep_listeners(previous)
+        self._queue = DeliveryQueue(self.config, listeners_of=getattr(self, "_queue", None))
         self._rng = random.Random()
         spool = spool_for(self._journal, self._queue, self._rng.getrandbits(63) | 1)
         self._journaling = spool and JournalRounds(spool, self._lock)

@@ -158,7 +158,8 @@ class DeliveryQueue:
     each ``DeliveryEvent`` (the statistics behind ``stats()`` are the first).
     ``lanes``: how many lanes (default ``max_concurrent_batches``); ``concurrency``: batches
     in flight at the most (default ``max_concurrent_batches``; a hand-over to one broker
-    connection wants 1); ``target``: what batches go to, in log lines.
+    connection wants 1); ``target``: what batches go to, in log lines; ``listeners_of``: a
+    queue whose listeners (besides its statistics) this one keeps (``keep_listeners``).
     """
 
     def __init__(
@@ -168,6 +169,7 @@ class DeliveryQueue:
         lanes: int | None = None,
         concurrency: int | None = None,
         target: str = "Matomo",
+        listeners_of: DeliveryQueue | None = None,
     ) -> None:
         self.config = config
         self._target = target
@@ -177,6 +179,8 @@ class DeliveryQueue:
         self._busy = [False] * count
         self._recorder = StatsRecorder(secret=config.token_auth)
         self.listeners: list[Listener] = [self._recorder.record]
+        if listeners_of is not None:  # a forked child's fresh queue keeps the parent's metrics
+            self.keep_listeners(listeners_of)
         #: Where hits beyond the memory caps go instead of being dropped (None: dropped).
         self.overflow: list[EncodedHit] | None = None
         #: Whether admitted hits may go into memory; False (a journal holds a backlog that

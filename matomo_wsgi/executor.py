@@ -89,10 +89,10 @@ class ThreadExecutor(QueueBackedDispatcher):
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # idle delivery threads wait on it
         self._progress = threading.Condition(self._lock)  # flush() and close() wait on it
-        previous: DeliveryQueue | None = getattr(self, "_queue", None)  # a parent's
-        self._queue = DeliveryQueue(self.config, concurrency=self._concurrency, target=self._target)
-        if previous is not None:  # metrics attached in a --preload master follow
-            self._queue.keep_listeners(previous)
+        previous = getattr(self, "_queue", None)  # a forked parent's: its metrics follow
+        self._queue = DeliveryQueue(
+            self.config, concurrency=self._concurrency, target=self._target, listeners_of=previous
+        )
         if self._closed:
             self._queue.close(time.time())
         self._threads: list[threading.Thread] = []
