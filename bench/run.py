@@ -54,7 +54,7 @@ REQUIREMENTS = [
     "flask-matomo2==0.7.0",
 ]
 STACKS = ("asgi", "wsgi")
-VARIANTS = ("bare", "stub", "ours", "peer", "spool")
+VARIANTS = ("bare", "noop", "stub", "ours", "peer", "spool")
 #: The variants run by default: ``spool`` (ours with ``spool=``, a journal in a temporary
 #: directory) is asked for with ``--variants``.
 DEFAULT_VARIANTS = ("bare", "stub", "ours", "peer")
@@ -337,7 +337,7 @@ class Harness:
         counting stopped; the hits counted, the requests served and the seconds waited."""
         start = time.monotonic()
         served = _served(server, fallback)
-        if variant in ("bare", "stub"):  # nothing is delivered
+        if variant in ("bare", "noop", "stub"):  # nothing is delivered
             return 0, served, 0.0
         options = self.settings.ours_options
         backoff_max = float(options.get("backoff_max", 60.0))
@@ -622,7 +622,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         type=_csv(VARIANTS),
-        help="subset of bare,stub,ours,peer,spool (default: all but spool)",
+        help="subset of bare,noop,stub,ours,peer,spool (default: all but noop and spool)",
     )
     parser.add_argument("--runs", type=int, help="runs of each scenario (default 3; --quick 1)")
     parser.add_argument(

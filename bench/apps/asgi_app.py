@@ -2,7 +2,8 @@
 
 ``BENCH_VARIANT``: ``bare`` (default), ``ours`` (``matomo_asgi.MatomoMiddleware``),
 ``stub`` (the same, with a
-dispatcher that only counts: the request path without delivery) or ``peer``
+dispatcher that only counts: the request path without delivery), ``noop`` (the smallest
+middleware of the same shape, ``bench.apps.noop``: the floor of wrapping the app) or ``peer``
 (asgi-matomo's ``MatomoMiddleware``). ``BENCH_MATOMO_URL``: the collector's base URL.
 ``BENCH_OPTIONS``: JSON object of extra ``TrackingConfig`` options for ``ours``.
 
@@ -74,6 +75,10 @@ def build(variant: str, url: str, options: dict[str, Any]) -> Any:
     """The app for ``variant``: bare, or wrapped in our middleware or the peer's."""
     if variant == "bare":
         return bare
+    if variant == "noop":
+        from bench.apps.noop import NoopASGI
+
+        return NoopASGI(bare)
     if variant in ("ours", "stub"):
         from matomo_asgi import MatomoMiddleware
 
@@ -88,7 +93,7 @@ def build(variant: str, url: str, options: dict[str, Any]) -> Any:
         # asgi-matomo types its app with asgiref's TypedDicts, stricter than Starlette's.
         peer = PeerMiddleware(bare, matomo_url=url, idsite=1, exclude_paths=[STATS_PATH])  # type: ignore[arg-type,unused-ignore]
         return peer
-    raise ValueError(f"BENCH_VARIANT={variant!r} is invalid: expected bare, ours, stub or peer")
+    raise ValueError(f"BENCH_VARIANT={variant!r} is invalid: expected bare, noop, ours, stub or peer")
 
 
 app = build(

@@ -2,7 +2,8 @@
 
 ``BENCH_VARIANT``: ``bare`` (default), ``ours`` (``matomo_wsgi.MatomoMiddleware``),
 ``stub`` (the same, with a
-dispatcher that only counts: the request path without delivery) or ``peer``
+dispatcher that only counts: the request path without delivery), ``noop`` (the smallest
+middleware of the same shape, ``bench.apps.noop``: the floor of wrapping the app) or ``peer``
 (flask-matomo2's ``Matomo`` extension). ``BENCH_MATOMO_URL``: the collector's base URL.
 ``BENCH_OPTIONS``: JSON object of extra ``TrackingConfig`` options for ``ours``.
 
@@ -72,6 +73,10 @@ def build(variant: str, url: str, options: dict[str, Any]) -> Any:
     """The WSGI app for ``variant``: bare, or wrapped in our middleware or the peer's."""
     if variant == "bare":
         return flask_app
+    if variant == "noop":
+        from bench.apps.noop import NoopWSGI
+
+        return NoopWSGI(flask_app)
     if variant in ("ours", "stub"):
         from matomo_wsgi import MatomoMiddleware
 
@@ -85,7 +90,7 @@ def build(variant: str, url: str, options: dict[str, Any]) -> Any:
 
         Matomo(flask_app, matomo_url=url, id_site=1, ignored_routes=[STATS_PATH])
         return flask_app
-    raise ValueError(f"BENCH_VARIANT={variant!r} is invalid: expected bare, ours, stub or peer")
+    raise ValueError(f"BENCH_VARIANT={variant!r} is invalid: expected bare, noop, ours, stub or peer")
 
 
 app = build(
