@@ -93,7 +93,9 @@ def build(variant: str, url: str, options: dict[str, Any]) -> Any:
         # asgi-matomo types its app with asgiref's TypedDicts, stricter than Starlette's.
         peer = PeerMiddleware(bare, matomo_url=url, idsite=1, exclude_paths=[STATS_PATH])  # type: ignore[arg-type,unused-ignore]
         return peer
-    raise ValueError(f"BENCH_VARIANT={variant!r} is invalid: expected bare, noop, ours, stub or peer")
+    raise ValueError(
+        f"BENCH_VARIANT={variant!r} is invalid: expected bare, noop, ours, stub or peer"
+    )
 
 
 app = build(

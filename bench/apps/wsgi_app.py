@@ -90,7 +90,9 @@ def build(variant: str, url: str, options: dict[str, Any]) -> Any:
 
         Matomo(flask_app, matomo_url=url, id_site=1, ignored_routes=[STATS_PATH])
         return flask_app
-    raise ValueError(f"BENCH_VARIANT={variant!r} is invalid: expected bare, noop, ours, stub or peer")
+    raise ValueError(
+        f"BENCH_VARIANT={variant!r} is invalid: expected bare, noop, ours, stub or peer"
+    )
 
 
 app = build(
