@@ -40,7 +40,7 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         "--no-venv",
         "--quick",
         "--scenarios=0ms",
-        "--variants=bare,stub,ours",
+        "--variants=bare,noop,stub,ours",
         "--runs=1",
         "--duration=1",
         "--warmup=0",
@@ -59,7 +59,7 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         assert key in data["machine"], key
 
     seen = {(m["stack"], m["variant"]): m for m in data["measurements"]}
-    assert set(seen) == {(s, v) for s in ("asgi", "wsgi") for v in ("bare", "stub", "ours")}
+    assert set(seen) == {(s, v) for s in ("asgi", "wsgi") for v in ("bare", "noop", "stub", "ours")}
     for (stack, variant), m in seen.items():
         assert "error" not in m, f"{stack} {variant}: {m.get('error')}"
         for key in MEASURED:
@@ -71,6 +71,9 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         if variant == "stub":  # our request path ran, one hit per request, none delivered
             assert m["dispatcher_stats"]["queued"] >= m["requests"]
             assert m["delivered_ratio"] is None
+        if variant == "noop":  # a wrapped app, no tracking at all
+            assert "dispatcher_stats" not in m
+            assert m["requests"] > 0
 
     assert {(r["stack"], r["variant"]) for r in data["summary"]} == set(seen)
     for row in data["summary"]:
