@@ -39,8 +39,9 @@ class JournalRounds:
         self._round: tuple[asyncio.Future[None], SpoolWork] | None = None  # under way
 
     def due(self, now: float) -> bool:
-        """(Lock held.) Whether a round is due now (many hits wait)."""
-        return not self.spool.due(now)
+        """(Lock held.) Whether a round is due now (many hits wait and none is under way: the
+        one under way wakes the worker when it ends, and the next starts then)."""
+        return self._round is None and not self.spool.due(now)
 
     def step(self, now: float, *woken: asyncio.Event) -> float | None:
         """(On the loop.) Start a round if one is due; the seconds until the next one is due,
