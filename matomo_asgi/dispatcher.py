@@ -1,5 +1,5 @@
 """The asyncio executor of the core's ``DeliveryQueue``: a worker task asks the queue for the
-next batch, starts a task that POSTs it (``httpx.AsyncClient``) and reports the outcome, and
+next batch, starts a task that POSTs it (``matomo_asgi.posting``) and reports the outcome, and
 waits as told. Nothing here decides or counts: the queue does."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import contextlib
 import logging
 import os
 import random
-import ssl
 import threading
 import time
 from collections.abc import Coroutine
@@ -18,20 +17,19 @@ from typing import Any
 import httpx
 
 from matomo_asgi._journaling import JournalRounds, sooner
-from matomo_tracking.answers import Answer, AnswerBuffer, transport_error
+from matomo_asgi.posting import AsyncHttpPoster
 from matomo_tracking.config import TrackingConfig
-from matomo_tracking.delivery_queue import Admission, Batch, DeliveryQueue, Outcome
+from matomo_tracking.delivery_queue import Admission, Batch, DeliveryQueue
 from matomo_tracking.dispatcher import QueueBackedDispatcher
 from matomo_tracking.hits import Hit
 from matomo_tracking.spool import open_journal, spool_for
-from matomo_tracking.wire import BULK_HEADERS, encode_hit
+from matomo_tracking.wire import encode_hit
 
 __all__ = ["AsyncioDispatcher"]
 
 logger = logging.getLogger(__name__)
 
 _POLL = 0.01  # seconds between looks when waiting from another event loop or thread
-_ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
 
 class AsyncioDispatcher(QueueBackedDispatcher):
@@ -50,8 +48,7 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         self, config: TrackingConfig, *, http_client: httpx.AsyncClient | None = None
     ) -> None:
         self.config = config
-        self._user_client = http_client
-        self._tls: ssl.SSLContext | None = None
+        self._http_client = http_client
         self._lock = threading.Lock()
         self._journal = open_journal(config)  # a journal that cannot be used fails here
         self._reset()
@@ -63,7 +60,7 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         self._rng = random.Random()
         spool = spool_for(self._journal, self._queue, self._rng.getrandbits(63) | 1)
         self._journaling = spool and JournalRounds(spool, self._lock)
-        self._clients: list[httpx.AsyncClient] = []
+        self._poster = AsyncHttpPoster(self.config, self._http_client)  # no parent's clients
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -122,7 +119,7 @@ class AsyncioDispatcher(QueueBackedDispatcher):
 
     def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is not loop:
-            self._clients = []  # a client made on another loop holds that loop's connections
+            self._poster.forget()  # a client made on another loop holds its connections
         self._loop = loop
         self._wakeup = wakeup = asyncio.Event()
         self._progress = progress = asyncio.Event()
@@ -153,13 +150,13 @@ class AsyncioDispatcher(QueueBackedDispatcher):
                 task.cancel()
             if senders:
                 await asyncio.gather(*senders, return_exceptions=True)
-            await self._close_own_clients()
+            await self._poster.close()
 
     async def _send(self, batch: Batch, wakeup: asyncio.Event, progress: asyncio.Event) -> None:
         """One batch's task: POST it and report; cancelled (the loop is torn down), its hits
         go back to the queue for the next worker (unless given up at the deadline)."""
         try:
-            outcome = await self._post(batch)
+            outcome = await self._poster.post(batch)
         except asyncio.CancelledError:
             with self._lock:
                 self._queue.give_back(batch)
@@ -168,44 +165,6 @@ class AsyncioDispatcher(QueueBackedDispatcher):
             self._queue.report(batch, outcome, time.time())
         wakeup.set()
         progress.set()
-
-    async def _post(self, batch: Batch) -> Outcome:
-        config = self.config
-        timeout = httpx.Timeout(batch.timeout, connect=min(config.connect_timeout, batch.timeout))
-        client = self._take_client()
-        try:
-            request = client.build_request(
-                "POST", config.endpoint, content=batch.body, headers=BULK_HEADERS, timeout=timeout
-            )
-            response = await client.send(request, stream=True, follow_redirects=False)
-            buffer = AnswerBuffer()
-            try:  # at most the core's cap of the answer
-                async for chunk in response.aiter_bytes():
-                    if buffer.feed(chunk):
-                        break
-            finally:
-                await response.aclose()
-            return Answer.of(response.status_code, buffer.body, response.headers)
-        except Exception as exc:
-            return transport_error(exc)
-        finally:
-            if client is not self._user_client:
-                self._clients.append(client)
-
-    def _take_client(self) -> httpx.AsyncClient:
-        if self._user_client is not None:
-            return self._user_client
-        if self._clients:
-            return self._clients.pop()  # the one used last: its connection is the warmest
-        if self._tls is None:
-            self._tls = httpx.create_ssl_context()
-        return httpx.AsyncClient(follow_redirects=False, limits=_ONE_CONNECTION, verify=self._tls)
-
-    async def _close_own_clients(self) -> None:
-        clients, self._clients = self._clients, []
-        for client in clients:
-            with contextlib.suppress(Exception):  # a client closed already, a dead loop
-                await client.aclose()
 
     # -- flushing and closing --------------------------------------------------------------
     async def aflush(self, timeout: float | None = None) -> bool:
@@ -234,7 +193,7 @@ class AsyncioDispatcher(QueueBackedDispatcher):
             done = self._queue.finish_close()
         if self._journaling:  # what is left stays in the journal, for the next process
             await self._journaling.close()
-        await self._close_own_clients()
+        await self._poster.close()
         return done
 
     async def _await(self, target: int, timeout: float) -> bool:
