@@ -172,12 +172,12 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         ``timeout`` s (default ``shutdown_timeout``); partial batches go at once."""
         with self._lock:
             target = self._queue.flush_target()
-        return await self._await(target, self._limit(timeout))
+        return await self._await(target, self._seconds(timeout))
 
     async def aclose(self, timeout: float | None = None) -> bool:
         """Refuse new hits, deliver what is held within ``timeout`` s, drop the rest
         (``shutdown``), close the clients made here; whether nothing was dropped."""
-        limit = self._limit(timeout)
+        limit = self._seconds(timeout)
         with self._lock:
             target = self._queue.close(time.time() + limit)
         await self._await(target, limit + 0.5)  # the worker gives up at the deadline
@@ -217,11 +217,11 @@ class AsyncioDispatcher(QueueBackedDispatcher):
 
     def flush(self, timeout: float | None = None) -> bool:
         """``aflush`` from a thread that runs no event loop (blocking it)."""
-        return self._blocking(self.aflush(timeout), self._limit(timeout))
+        return self._blocking(self.aflush(timeout), self._seconds(timeout))
 
     def close(self, timeout: float | None = None) -> bool:
         """``aclose`` from a thread that runs no event loop (blocking it)."""
-        return self._blocking(self.aclose(timeout), self._limit(timeout))
+        return self._blocking(self.aclose(timeout), self._seconds(timeout))
 
     def _blocking(self, work: Coroutine[Any, Any, bool], timeout: float) -> bool:
         if _running_loop() is not None:  # waiting here would block this loop (and its worker)
@@ -232,9 +232,6 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         if loop is not None and loop.is_running():  # the worker's loop, in another thread
             return asyncio.run_coroutine_threadsafe(work, loop).result(timeout + 5.0)
         return asyncio.run(work)  # no loop runs the worker: deliver on a loop of our own
-
-    def _limit(self, timeout: float | None) -> float:
-        return self.config.shutdown_timeout if timeout is None else max(0.0, timeout)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

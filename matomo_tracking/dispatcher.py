@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
+from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery import DispatchStats
 from matomo_tracking.delivery_queue import DeliveryQueue
 from matomo_tracking.hits import Hit
@@ -67,6 +68,11 @@ class QueueBackedDispatcher:
 
     _queue: DeliveryQueue
     _lock: AbstractContextManager[Any]
+    config: TrackingConfig
+
+    def _seconds(self, timeout: float | None) -> float:
+        """How long a flush or close may take: ``timeout``, else ``shutdown_timeout``."""
+        return self.config.shutdown_timeout if timeout is None else max(0.0, timeout)
 
     @property
     def queue(self) -> DeliveryQueue:

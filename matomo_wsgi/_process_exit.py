@@ -1,4 +1,7 @@
-"""Closing the dispatchers when a ``multiprocessing`` child process ends.
+"""Closing the thread executors of a process when it ends: ``close_all`` (gunicorn's
+``worker_exit`` hook, a ``multiprocessing`` child's exit) closes every live one.
+
+Why ``multiprocessing`` children need their own step:
 
 ``multiprocessing`` ends the processes it starts (granian's workers, a ``Pool``'s workers) with
 ``os._exit()`` as soon as their target returns: the interpreter is not finalised, so ``atexit``
@@ -13,9 +16,32 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["close_at_child_exit"]
+__all__ = ["Closable", "close_all", "close_at_child_exit", "live"]
+
+
+class Closable(Protocol):
+    """An executor ``close_all`` closes."""
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Deliver what is left within ``timeout``; whether nothing was given up."""
+
+
+#: Every live thread executor of this process (thread and Celery dispatchers).
+live: weakref.WeakSet[Closable] = weakref.WeakSet()
+
+
+def close_all(timeout: float | None = None) -> bool:
+    """Close every thread executor (thread and Celery dispatchers) of this process, each
+    within ``timeout`` (default: its own ``shutdown_timeout``); whether all finished in time."""
+    done = True
+    for executor in list(live):
+        done = executor.close(timeout) and done
+    return done
+
 
 _registered_in: set[int] = set()  # the pids this process registered the finalizer in
 

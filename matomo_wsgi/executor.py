@@ -25,7 +25,7 @@ from matomo_tracking.hits import Hit
 from matomo_tracking.spool import open_journal, spool_for
 from matomo_tracking.wire import encode_hit
 from matomo_wsgi._journaling import JournalThread
-from matomo_wsgi._process_exit import close_at_child_exit
+from matomo_wsgi._process_exit import close_all, close_at_child_exit, live
 
 __all__ = ["Poster", "ThreadExecutor", "close_all"]
 
@@ -35,9 +35,6 @@ logger = logging.getLogger("matomo_wsgi.dispatcher")
 _SENDER_IDLE = 60.0
 #: Seconds between two looks at the queue when delivering from the caller's thread.
 _INLINE_POLL = 0.01
-
-# Every live executor of this process, for ``close_all`` (gunicorn's worker_exit hook).
-_live: weakref.WeakSet[ThreadExecutor] = weakref.WeakSet()
 
 
 class Poster(Protocol):
@@ -78,7 +75,7 @@ class ThreadExecutor(QueueBackedDispatcher):
         self._closed = False
         self._journal = open_journal(config)  # a journal that cannot be used fails here
         self._reset()
-        _live.add(self)
+        live.add(self)
         atexit.register(self._at_exit)
         if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
             os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
@@ -139,8 +136,8 @@ class ThreadExecutor(QueueBackedDispatcher):
     def flush(self, timeout: float | None = None) -> bool:
         """Send what was submitted so far at once; wait up to ``timeout`` s (default
         ``shutdown_timeout``). False (logged) if hits are still queued then (they stay)."""
-        limit = self.config.shutdown_timeout if timeout is None else timeout
-        deadline = time.time() + max(0.0, limit)
+        limit = self._seconds(timeout)
+        deadline = time.time() + limit
         with self._lock:
             target = self._queue.flush_target()
             if self._queue.flushed(target) or not self._threads:
@@ -156,8 +153,7 @@ class ThreadExecutor(QueueBackedDispatcher):
         """Deliver what is left within ``timeout`` s, give up the rest (``shutdown``), stop
         the threads, release connections; later hits are dropped (``closed``). Whether
         nothing was given up. Idempotent."""
-        limit = self.config.shutdown_timeout if timeout is None else timeout
-        deadline = time.time() + max(0.0, limit)
+        deadline = time.time() + self._seconds(timeout)
         with self._lock:
             if self._closed:
                 return True
@@ -165,7 +161,7 @@ class ThreadExecutor(QueueBackedDispatcher):
             target = self._queue.close(deadline)
             running = bool(self._threads)
             self._changed.notify()
-        _live.discard(self)
+        live.discard(self)
         atexit.unregister(self._at_exit)
         if running:
             with self._lock:
@@ -287,13 +283,4 @@ def _after_fork(ref: weakref.ref[ThreadExecutor]) -> None:
         executor._reset()
         executor._poster.reset()
         if not executor._closed:
-            _live.add(executor)
-
-
-def close_all(timeout: float | None = None) -> bool:
-    """Close every thread executor (thread and Celery dispatchers) of this process, each
-    within ``timeout`` (default: its own ``shutdown_timeout``); whether all finished in time."""
-    done = True
-    for executor in list(_live):
-        done = executor.close(timeout) and done
-    return done
+            live.add(executor)
