@@ -99,7 +99,8 @@ class DeliveryEvent:
     (``queue_full``, ``closed``, ``shutdown``, ``too_old``, ``too_large``, ``error``...);
     ``status`` and ``seconds``: the HTTP status (0: none) and duration of a round trip;
     ``hits``: the hits concerned, where the queue holds them (queued, settled, retried; a
-    journal keeps its rows in step with these)."""
+    journal keeps its rows in step with these); ``in_flight``: dropped while Matomo may be
+    processing them (a later delivery counts them as possible duplicates)."""
 
     kind: str
     count: int = 1
@@ -107,6 +108,7 @@ class DeliveryEvent:
     status: int = 0
     seconds: float = 0.0
     hits: Sequence[EncodedHit] = field(default=(), repr=False)
+    in_flight: bool = False
 
 
 #: The outcome of a hand-over that delivers for good (a Celery broker took the batch).
@@ -629,14 +631,16 @@ class DeliveryQueue:
         self._waiting += batch.count
         self._waiting_bytes += sum(h.size for h in batch.hits)
 
-    def _settle(self, hits: list[EncodedHit], kind: str, reason: str = "") -> None:
+    def _settle(
+        self, hits: list[EncodedHit], kind: str, reason: str = "", *, in_flight: bool = False
+    ) -> None:
         count = len(hits)
         if not count:
             return
         self._held -= count
         self._held_bytes -= sum(h.size for h in hits)
         self.finished += count
-        self._emit(DeliveryEvent(kind, count, reason, hits=hits))
+        self._emit(DeliveryEvent(kind, count, reason, hits=hits, in_flight=in_flight))
 
     def _emit(self, event: DeliveryEvent) -> None:
         for listener in self.listeners:
@@ -688,14 +692,16 @@ class DeliveryQueue:
         left: list[EncodedHit] = [hit for lane in self._lanes for hit in lane]
         for lane in self._lanes:
             lane.clear()
+        sent: list[EncodedHit] = []
         for batch in self._in_flight:
             batch.abandoned = True
-            left += batch.hits
+            sent += batch.hits
         self._in_flight.clear()
         self._busy = [False] * len(self._lanes)
         self._waiting = self._waiting_bytes = 0
         self._settle(left, EventKind.DROPPED, reason)  # the executor logs the summary
-        return len(left)
+        self._settle(sent, EventKind.DROPPED, reason, in_flight=True)
+        return len(left) + len(sent)
 
     def take_waiting(self) -> list[EncodedHit]:
         """Hand over every waiting hit (oldest first), uncounted and no longer held (a

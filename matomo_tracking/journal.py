@@ -159,6 +159,8 @@ _IN = "(" + ",".join("?" * _CHUNK) + ")"
 _TAKE = "UPDATE hits SET owner = ?, lease = ? WHERE id IN " + _IN  # noqa: S608
 _DELETE = "DELETE FROM hits WHERE owner = ? AND id IN " + _IN  # noqa: S608
 _GIVE_BACK = "UPDATE hits SET owner = NULL, lease = ? WHERE owner = ? AND id IN " + _IN  # noqa: S608
+# owner 0 (no process draws an even number): an ended lease, claimed as possible duplicates
+_GIVE_BACK_SENT = "UPDATE hits SET owner = 0, lease = ? WHERE owner = ? AND id IN " + _IN  # noqa: S608
 
 
 #: New rows go in multi-row INSERTs of 64, 32, ..., 1 rows (seven statement texts, cached
@@ -543,11 +545,19 @@ class Journal:
         return count
 
     def release(
-        self, owner: int, rows: Sequence[int], now: float, *, retry_at: float | None = None
+        self,
+        owner: int,
+        rows: Sequence[int],
+        now: float,
+        *,
+        retry_at: float | None = None,
+        sent: bool = False,
     ) -> int:
         """Hand back the ``rows`` ``owner`` holds, to be claimed again (by any process) from
-        ``retry_at`` on (at once if None); they keep their place in their lane. Returns how
-        many rows were handed back."""
+        ``retry_at`` on (at once if None); they keep their place in their lane. ``sent``:
+        Matomo may have processed them (a batch in flight was given up): they are claimed
+        at once as an expired lease, counted as possible duplicates. Returns how many rows
+        were handed back."""
         if not rows:
             return 0
         try:
@@ -555,9 +565,9 @@ class Journal:
             db.execute("BEGIN IMMEDIATE")
             count = _each(
                 db,
-                _GIVE_BACK,
+                _GIVE_BACK_SENT if sent else _GIVE_BACK,
                 rows,
-                retry_at,
+                now if sent else retry_at,
                 owner,
             )
             db.execute("COMMIT")

@@ -16,7 +16,8 @@ whenever ``spool.due(now)`` says so (every ``SYNC_INTERVAL`` at the most, at onc
   beyond the memory caps (the queue's ``overflow``) is written free, for whichever process
   has room first, and read back when room comes.
 - Rows are deleted once the queue settled their hits (sent, refused, dropped for good); at
-  the shutdown deadline what is left is handed back to the journal for the next process.
+  the shutdown deadline what is left is handed back to the journal for the next process
+  (the hits of a batch still in flight as possible duplicates: Matomo may have them).
 - Rows of a dead process are claimed once their lease expired, counted as possible
   duplicates.
 - ``external`` (``sender="external"``): every hit is written free and nothing is sent; the
@@ -89,6 +90,7 @@ class SpoolWork:
     settle: list[int] = field(default_factory=list)
     settle_bytes: int = 0
     release: list[int] = field(default_factory=list)
+    release_sent: list[int] = field(default_factory=list)
     room: int = 0
     room_bytes: int = 0
     # results of ``run``
@@ -116,6 +118,7 @@ class Spool:
         "_next_sync",
         "_queue",
         "_release",
+        "_release_sent",
         "_renew_at",
         "_rows",
         "_rows_since",
@@ -150,6 +153,7 @@ class Spool:
         self._settle: list[int] = []
         self._settle_bytes = 0
         self._release: list[int] = []
+        self._release_sent: list[int] = []  # given up in flight: possibly processed
         self._next_sync = 0.0
         self._claim_at = 0.0
         self._renew_at = 0.0
@@ -170,12 +174,13 @@ class Spool:
         if kind not in (EventKind.SENT, EventKind.FAILED, EventKind.DROPPED):
             return
         keep = kind == EventKind.DROPPED and event.reason == "shutdown"
+        release = self._release_sent if event.in_flight else self._release
         for hit in event.hits:
             key = id(hit)
             found = self._rows.pop(key, None)
             if found is not None:
                 if keep:
-                    self._release.append(found[1])
+                    release.append(found[1])
                 else:
                     self._settle.append(found[1])
                     self._settle_bytes += len(hit.data)
@@ -195,7 +200,7 @@ class Spool:
 
     def due(self, now: float) -> float:
         """Seconds until the next round is due (0: now)."""
-        if self.waiting >= SYNC_HITS or self._settle or self._release:
+        if self.waiting >= SYNC_HITS or self._settle or self._release or self._release_sent:
             return 0.0
         return max(0.0, self._next_sync - now)
 
@@ -212,6 +217,7 @@ class Spool:
             settle=self._settle,
             settle_bytes=self._settle_bytes,
             release=self._release,
+            release_sent=self._release_sent,
         )
         if final:
             work.release.extend(row for _, row in self._rows.values())
@@ -221,6 +227,7 @@ class Spool:
         self._settle = []
         self._settle_bytes = 0
         self._release = []
+        self._release_sent = []
         for hit in work.held:
             self._writing[id(hit)] = hit
         config = self._config
@@ -235,6 +242,8 @@ class Spool:
         journal, owner = self._journal, self.owner
         if work.release:
             journal.release(owner, work.release, now)
+        if work.release_sent:
+            journal.release(owner, work.release_sent, now, sent=True)
         if work.held or work.spare or work.settle:  # one transaction
             outcome = journal.append(
                 owner,

@@ -12,12 +12,14 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from matomo_tracking.config import TrackingConfig
 from matomo_tracking.testing import CollectorServer
-from tests.delivery.conftest import Make, hit
+from tests.delivery.conftest import DRIVERS, FAST, Make, hit, wait_until
 from tests.servers import ROOT, ServerProcess, free_port
 
 #: What a shutdown may take beyond its deadline: the grace close() gives a worker, a poll.
@@ -165,3 +167,27 @@ def test_gunicorn_sigterm_during_an_outage_exits_by_the_deadline(down: Collector
     assert server.process is not None
     assert server.process.returncode == 0, log
     assert undelivered(log, r"with (\d+) hit\(s\) undelivered") == 30
+
+
+@pytest.mark.parametrize("kind", ["thread", "asyncio"])
+def test_a_batch_in_flight_at_the_deadline_is_a_possible_duplicate_for_the_next_process(
+    kind: str, matomo: CollectorServer, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.sqlite3"
+    config = TrackingConfig(**{**FAST, "url": matomo.base_url, "spool": str(spool)})
+    matomo.collector.slow(3.0)  # Matomo takes the batch and answers late
+    first = DRIVERS[kind](config, matomo)
+    for n in range(5):
+        assert first.submit(hit(n))
+    wait_until(lambda: matomo.collector.in_progress == 1)
+    time.sleep(0.5)  # a journal round wrote the hits, leased to this process
+    assert first.close(0.3) is False  # the batch is still in flight: handed back
+
+    matomo.collector.heal()
+    second = DRIVERS[kind](config, matomo)  # the next process delivers them
+    try:
+        assert second.submit(hit(5))
+        wait_until(lambda: second.stats().sent == 6)
+        assert second.stats().possible_duplicates == 5
+    finally:
+        second.close(1.0)
