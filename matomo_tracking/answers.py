@@ -59,6 +59,8 @@ _BY_NAME = {
     "RemoteProtocolError": TransportError.CUT,
     "ReadError": TransportError.CUT,
     "IncompleteRead": TransportError.CUT,
+    "RemoteDisconnected": TransportError.CUT,
+    "BadStatusLine": TransportError.CUT,
     "ConnectionResetError": TransportError.CUT,
     "WriteTimeout": TransportError.OTHER,
     "WriteError": TransportError.OTHER,

@@ -1,6 +1,8 @@
 """The thread dispatcher: the core's ``DeliveryQueue`` run by a ``ThreadExecutor`` whose sender
-threads POST each batch with an ``httpx.Client`` of one keep-alive connection (reused from batch
-to batch), reading at most the core's fixed cap of each answer and never following a redirect.
+threads POST each batch over one keep-alive connection (reused from batch to batch): with
+``http.client`` (``poster.LeanPoster``), or an ``httpx.Client`` when you give one or a proxy of
+the environment applies; reading at most the core's fixed cap of each answer, never following a
+redirect.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import urllib.request
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -15,7 +19,8 @@ from matomo_tracking.answers import Answer, AnswerBuffer, TransportError, transp
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery_queue import Batch, Outcome
 from matomo_tracking.wire import BULK_HEADERS
-from matomo_wsgi.executor import ThreadExecutor, close_all
+from matomo_wsgi.executor import Poster, ThreadExecutor, close_all
+from matomo_wsgi.poster import LeanPoster
 
 __all__ = ["HttpPoster", "ThreadDispatcher", "close_all"]
 
@@ -135,7 +140,22 @@ class ThreadDispatcher(ThreadExecutor):
             raise TypeError(
                 f"http_client must be an httpx.Client, got {type(http_client).__name__}"
             )
-        super().__init__(config, HttpPoster(config, http_client))
+        poster: Poster
+        if http_client is None and not _proxied(config.endpoint):
+            poster = LeanPoster(config)  # a third of httpx's CPU per POST
+        else:
+            poster = HttpPoster(config, http_client)
+        super().__init__(config, poster)
 
     def __repr__(self) -> str:
         return f"ThreadDispatcher(endpoint={self.config.endpoint!r}, closed={self.closed})"
+
+
+def _proxied(endpoint: str) -> bool:
+    """Whether a proxy of the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
+    ``NO_PROXY``), which httpx honours, applies to ``endpoint``."""
+    parts = urlsplit(endpoint)
+    proxies = urllib.request.getproxies_environment()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass_environment(parts.netloc, proxies)  # type: ignore[attr-defined]

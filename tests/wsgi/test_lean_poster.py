@@ -1,0 +1,215 @@
+"""The thread dispatcher's ``http.client`` poster against raw HTTP/1.1 servers on 127.0.0.1:
+keep-alive reuse, a connection the server closed while idle, chunked, huge and cut answers,
+a refused connection, and the httpx path when a proxy of the environment applies."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from matomo_tracking.answers import MAX_ANSWER_BYTES, Answer, TransportError
+from matomo_tracking.config import TrackingConfig
+from matomo_tracking.delivery_queue import Batch
+from matomo_tracking.hits import Hit
+from matomo_wsgi import ThreadDispatcher
+from matomo_wsgi.poster import LeanPoster
+
+Reply = Callable[[socket.socket, bytes], bool]  # answer one request; False: close after
+
+
+class RawServer:
+    """Accepts connections on 127.0.0.1 and answers each request read with ``reply``;
+    records every request (head and body) it read in full."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._open.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        data = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(data) < length:
+                    data += conn.recv(65536)
+                request, data = head + b"\r\n\r\n" + data[:length], data[length:]
+                self.requests.append(request)
+                if not self.reply(conn, request):
+                    return
+
+    def drop_idle(self) -> None:
+        """Close every connection from the server's side."""
+        for conn in self._open:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    def close(self) -> None:
+        self._listener.close()
+        self.drop_idle()
+
+
+def ok(conn: socket.socket, request: bytes) -> bool:
+    body = b'{"status":"success","tracked":1,"invalid":0}'
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    return True
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Reply], RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(reply: Reply) -> RawServer:
+        servers.append(RawServer(reply))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def poster_for(port: int) -> LeanPoster:
+    return LeanPoster(TrackingConfig(url=f"http://127.0.0.1:{port}", connect_timeout=1.0))
+
+
+def batch(body: bytes = b'{"requests":["?idsite=1&rec=1"]}', timeout: float = 2.0) -> Batch:
+    return Batch(body, 1, timeout, False, time.time(), [], (0,))
+
+
+def test_keep_alive_is_reused_and_headers_are_the_bulk_ones(
+    serve: Callable[[Reply], RawServer],
+) -> None:
+    server = serve(ok)
+    poster = poster_for(server.port)
+    assert poster.post(batch()) == Answer(200, b'{"status":"success","tracked":1,"invalid":0}')
+    assert isinstance(poster.post(batch()), Answer)
+    assert server.connections == 1
+    head = server.requests[0].split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    assert head[0] == b"post /matomo.php http/1.1"
+    assert sorted(head[1:]) == [
+        b"content-length: 32",
+        b"content-type: application/json",
+        b"host: 127.0.0.1:%d" % server.port,
+    ]
+    poster.close()
+
+
+def test_a_connection_closed_while_idle_is_replaced_and_the_batch_sent_once(
+    serve: Callable[[Reply], RawServer],
+) -> None:
+    server = serve(ok)
+    poster = poster_for(server.port)
+    assert isinstance(poster.post(batch()), Answer)
+    server.drop_idle()
+    time.sleep(0.1)
+    assert isinstance(poster.post(batch()), Answer)
+    assert len(server.requests) == 2
+    assert server.connections == 2
+    poster.close()
+
+
+def test_a_chunked_answer_is_read(serve: Callable[[Reply], RawServer]) -> None:
+    def chunked(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(
+            b"HTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\nRETRY-after: 7\r\n\r\n"
+            b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        )
+        return True
+
+    poster = poster_for(serve(chunked).port)
+    assert poster.post(batch()) == Answer(429, b"abcde", retry_after="7")
+    assert poster.post(batch()) == Answer(429, b"abcde", retry_after="7")  # still in step
+    poster.close()
+
+
+def test_a_huge_answer_is_capped(serve: Callable[[Reply], RawServer]) -> None:
+    def huge(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
+        with contextlib.suppress(OSError):
+            conn.sendall(b"x" * 10_000_000)
+        return False
+
+    answer = poster_for(serve(huge).port).post(batch())
+    assert isinstance(answer, Answer)
+    assert answer.body == b"x" * MAX_ANSWER_BYTES
+
+
+def test_a_cut_answer_may_have_been_processed(serve: Callable[[Reply], RawServer]) -> None:
+    def cut(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+        return False
+
+    def silent(conn: socket.socket, request: bytes) -> bool:
+        return False
+
+    for reply in (cut, silent):
+        outcome = poster_for(serve(reply).port).post(batch())
+        assert isinstance(outcome, tuple)
+        assert outcome[0] is TransportError.CUT
+        assert outcome[0].maybe_processed
+
+
+def test_no_answer_in_time_is_a_timeout(serve: Callable[[Reply], RawServer]) -> None:
+    def hang(conn: socket.socket, request: bytes) -> bool:
+        time.sleep(1.0)
+        return False
+
+    outcome = poster_for(serve(hang).port).post(batch(timeout=0.2))
+    assert isinstance(outcome, tuple)
+    assert outcome[0] is TransportError.TIMEOUT
+
+
+def test_a_refused_connection_is_not_a_duplicate() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    outcome = poster_for(port).post(batch())
+    assert isinstance(outcome, tuple)
+    assert outcome[0] is TransportError.CONNECT
+    assert not outcome[0].maybe_processed
+
+
+def test_a_proxy_of_the_environment_is_honoured(
+    serve: Callable[[Reply], RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = serve(ok)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    dispatcher = ThreadDispatcher(TrackingConfig(url="http://matomo.invalid", batch_max_age=0.01))
+    try:
+        dispatcher.submit(Hit({"idsite": "1", "rec": "1", "url": "http://shop.test/"}, time.time()))
+        assert dispatcher.flush(5)
+    finally:
+        dispatcher.close(1)
+    assert proxy.requests[0].startswith(b"POST http://matomo.invalid/matomo.php HTTP/1.1")
