@@ -46,26 +46,29 @@ class RawServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:  # drop_idle() closes it under recv
+            self._exchange(conn)
+
+    def _exchange(self, conn: socket.socket) -> None:
         data = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, data = data.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(data) < length:
-                    data += conn.recv(65536)
-                request, data = head + b"\r\n\r\n" + data[:length], data[length:]
-                self.requests.append(request)
-                if not self.reply(conn, request):
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
                     return
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(data) < length:
+                data += conn.recv(65536)
+            request, data = head + b"\r\n\r\n" + data[:length], data[length:]
+            self.requests.append(request)
+            if not self.reply(conn, request):
+                return
 
     def drop_idle(self) -> None:
         """Close every connection from the server's side."""
