@@ -24,6 +24,9 @@ __all__ = ["ConnectError", "LeanPoster", "WriteError"]
 logger = logging.getLogger("matomo_wsgi.dispatcher")
 
 _CHUNK = 64 * 1024
+# The User-Agent httpx sends, sent here too: Matomo records a hit without ``ua`` with the bulk
+# request's own User-Agent, so what it records stays the same whichever poster sends.
+_USER_AGENT = f"python-httpx/{httpx.__version__}"
 
 
 class ConnectError(OSError):
@@ -85,6 +88,7 @@ class LeanPoster:
             conn.putrequest("POST", self._target, skip_accept_encoding=True)
             for name, value in BULK_HEADERS.items():
                 conn.putheader(name, value)
+            conn.putheader("User-Agent", _USER_AGENT)
             conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
         except Exception as exc:
