@@ -143,6 +143,7 @@ def test_a_slow_matomo_gets_every_hit_and_memory_stays_flat(
                 samples.append(dispatcher_memory())
                 pending.append(dispatcher.pending)
         assert dispatcher.flush(15.0)
+        settled = dispatcher_memory()  # everything delivered: nothing in flight
     finally:
         tracemalloc.stop()
     collect()
@@ -151,11 +152,14 @@ def test_a_slow_matomo_gets_every_hit_and_memory_stays_flat(
     assert dispatcher.stats().sent == 150 + n
     # Below capacity (100 hits per 0.5 s): the queue never builds up...
     assert max(pending) <= 200, pending
-    # ...and memory does not grow with the hits delivered: a leak of 1 KB per hit would move
-    # the late half's median ~170 KB above the early half's, for good; a batch in flight at
-    # the moment of one sample (a spike of ~250 KB seen under load) moves a median little.
+    # ...and memory does not grow with the hits delivered: a leak of 1 KB per hit would keep
+    # even the late half's lowest sample ~170 KB above the early half's median, and leave
+    # ~3.8 MB once all is delivered. Batches in flight at the moment of a sample are spikes
+    # that go (two of four late samples at +265 KB in a loaded CI run): neither the lowest
+    # late sample nor the settled one sees them.
     early, late = samples[1:4], samples[4:]
-    assert statistics.median(late) <= statistics.median(early) + 128 * 1024, samples
+    assert min(late) <= statistics.median(early) + 128 * 1024, samples
+    assert settled <= statistics.median(early) + 128 * 1024, (settled, samples)
     assert max(samples) <= 1024 * 1024, samples  # the 3,840 hits sent take 4 MB
 
 
