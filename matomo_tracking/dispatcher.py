@@ -20,7 +20,8 @@ class Dispatcher(Protocol):
 
     ``submit`` never blocks and never raises: it returns False when the hit was dropped
     (queue full, closed), and the drop is counted in ``stats()``. ``start()`` starts the
-    background work (or opens the dispatcher again after ``aclose``); ``flush(timeout)`` and
+    background work (and opens an ``AsyncioDispatcher`` again after ``aclose``, for a
+    server whose lifespan starts again; the thread executors stay closed); ``flush(timeout)`` and
     ``aflush(timeout)`` wait for what was submitted so far; ``close(timeout)`` and
     ``aclose(timeout)`` deliver what is left within the deadline and give up the rest. The
     ``a``-forms are for event loops (they never block one), the others for threads. Each

@@ -375,6 +375,7 @@ class Journal:
         now: float,
         *,
         held: Sequence[EncodedHit] = (),
+        sent: Sequence[EncodedHit] = (),
         spare: Sequence[EncodedHit] = (),
         lease: float = 0.0,
         settle: Sequence[int] = (),
@@ -383,12 +384,14 @@ class Journal:
         """Store ``owner``'s new hits in one transaction, in order, each in the lane of its
         visitor (``EncodedHit.visitor``, the same in every process): ``held``
         ones leased to it until ``now + lease`` (it holds them in memory and delivers them),
-        then ``spare`` ones, free for any process to claim. As many as fit in ``max_bytes``
+        then ``sent`` ones, possibly processed by Matomo already (a process gave up on them in
+        flight: claimed as possible duplicates), then ``spare`` ones, free for any process to
+        claim. As many as fit in ``max_bytes``
         are stored (rows ``first_row``, ``first_row + 1``...), the rest dropped (``full``);
         if the journal cannot be written, nothing is stored (``failed``). The same
         transaction first deletes the rows ``settle`` (as ``settle()`` does: one commit per
         round of an executor)."""
-        total = len(held) + len(spare)
+        total = len(held) + len(sent) + len(spare)
         if not total and not settle:
             return Appended(0)
         try:
@@ -400,7 +403,8 @@ class Journal:
             rows = []
             size = 0
             until = now + lease
-            for group, claim_owner, claim_lease in ((held, owner, until), (spare, None, None)):
+            groups = ((held, owner, until), (sent, 0, now), (spare, None, None))
+            for group, claim_owner, claim_lease in groups:
                 for hit in group:
                     data = hit.data
                     if size + len(data) > room:

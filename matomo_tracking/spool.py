@@ -87,6 +87,7 @@ class SpoolWork:
 
     held: list[EncodedHit] = field(default_factory=list)
     spare: list[EncodedHit] = field(default_factory=list)
+    spare_sent: list[EncodedHit] = field(default_factory=list)
     settle: list[int] = field(default_factory=list)
     settle_bytes: int = 0
     release: list[int] = field(default_factory=list)
@@ -113,6 +114,7 @@ class Spool:
         "_claim_at",
         "_claim_floor",
         "_config",
+        "_gone_in_flight",
         "_journal",
         "_lease",
         "_next_sync",
@@ -126,6 +128,7 @@ class Spool:
         "_settle",
         "_settle_bytes",
         "_unwritten",
+        "_unwritten_sent",
         "_warned",
         "_watch_at",
         "_writing",
@@ -150,6 +153,9 @@ class Spool:
         self._rows: dict[int, tuple[EncodedHit, int]] = {}  # id(hit) -> (hit, its row)
         self._unwritten: dict[int, EncodedHit] = {}  # admitted, held, not yet written
         self._writing: dict[int, EncodedHit | None] = {}  # being written; None: settled meanwhile
+        # given up in flight at the deadline (possibly processed) before they had a row
+        self._gone_in_flight: set[int] = set()  # ids of hits being written
+        self._unwritten_sent: list[EncodedHit] = []  # never written
         self._settle: list[int] = []
         self._settle_bytes = 0
         self._release: list[int] = []
@@ -185,10 +191,14 @@ class Spool:
                     self._settle.append(found[1])
                     self._settle_bytes += len(hit.data)
             elif self._unwritten.pop(key, None) is not None:
-                if keep:  # never written: the journal keeps it for the next process
+                if keep and event.in_flight:  # for the next process, as possibly processed
+                    self._unwritten_sent.append(hit)
+                elif keep:  # never written: the journal keeps it for the next process
                     self._queue.overflow.append(hit)  # type: ignore[union-attr]
             elif key in self._writing:
                 self._writing[key] = None if not keep else hit
+                if keep and event.in_flight:
+                    self._gone_in_flight.add(key)
 
     # -- the executor's rounds ---------------------------------------------------------------
 
@@ -196,7 +206,8 @@ class Spool:
     def waiting(self) -> int:
         """Hits not yet written to the journal."""
         overflow = self._queue.overflow
-        return len(self._unwritten) + (len(overflow) if overflow is not None else 0)
+        unwritten = len(self._unwritten) + len(self._unwritten_sent)
+        return unwritten + (len(overflow) if overflow is not None else 0)
 
     def due(self, now: float) -> float:
         """Seconds until the next round is due (0: now)."""
@@ -214,6 +225,7 @@ class Spool:
         work = SpoolWork(
             held=[] if final else unwritten,
             spare=unwritten + overflow if final else list(overflow),
+            spare_sent=self._unwritten_sent,
             settle=self._settle,
             settle_bytes=self._settle_bytes,
             release=self._release,
@@ -224,6 +236,7 @@ class Spool:
             self._rows.clear()
         overflow.clear()
         self._unwritten = {}
+        self._unwritten_sent = []
         self._settle = []
         self._settle_bytes = 0
         self._release = []
@@ -244,11 +257,12 @@ class Spool:
             journal.release(owner, work.release, now)
         if work.release_sent:
             journal.release(owner, work.release_sent, now, sent=True)
-        if work.held or work.spare or work.settle:  # one transaction
+        if work.held or work.spare or work.spare_sent or work.settle:  # one transaction
             outcome = journal.append(
                 owner,
                 now,
                 held=work.held,
+                sent=work.spare_sent,
                 spare=work.spare,
                 lease=self._lease,
                 settle=work.settle,
@@ -284,15 +298,20 @@ class Spool:
         held_written = min(work.written, len(work.held))
         for index, hit in enumerate(work.held):
             state = self._writing.pop(id(hit), None)
+            gone = id(hit) in self._gone_in_flight
+            self._gone_in_flight.discard(id(hit))
             if index >= held_written:
                 continue  # not journaled (full, failing): still delivered from memory
             row = work.first_row + index
             if state is None:
                 self._settle.append(row)  # settled while it was being written
                 self._settle_bytes += len(hit.data)
+            elif gone:  # given up in flight while it was being written
+                self._release_sent.append(row)
             else:
                 self._rows[id(hit)] = (hit, row)
-        spare_written = work.written - held_written
+        # the hits given up in flight come next (counted as dropped then, whatever happens)
+        spare_written = max(0, work.written - held_written - len(work.spare_sent))
         lost = work.spare[spare_written:]
         if lost:
             queue.hand_over(lost, work.lost_reason)

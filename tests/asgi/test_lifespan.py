@@ -18,8 +18,11 @@ from starlette.routing import Route
 
 from matomo_asgi import AsyncioDispatcher, MatomoMiddleware
 from matomo_asgi._types import Message, Receive, Scope, Send
+from matomo_tracking.config import TrackingConfig
+from matomo_tracking.dispatcher import Dispatcher
 from matomo_tracking.hits import Hit
-from matomo_tracking.testing import Collector
+from matomo_tracking.testing import Collector, CollectorServer
+from matomo_wsgi import ThreadDispatcher
 from tests.asgi.conftest import MATOMO, Track, client
 
 LIFESPAN: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
@@ -182,3 +185,31 @@ def test_hits_outlive_the_event_loop_they_were_queued_on(collector: Collector) -
         "http://shop.test/?a=1",
         "http://shop.test/?a=2",
     ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["thread", "asyncio"])
+async def test_a_second_lifespan_tracks_again(kind: str) -> None:
+    """A test client entered twice (one app for a whole test module) runs startup and
+    shutdown twice: the second startup opens the dispatcher its shutdown closed."""
+    with CollectorServer() as matomo:
+        config = TrackingConfig(url=matomo.base_url, batch_max_age=30.0)
+        dispatcher: Dispatcher = (
+            ThreadDispatcher(config) if kind == "thread" else AsyncioDispatcher(config)
+        )
+        app = MatomoMiddleware(
+            _returns, url=matomo.base_url, dispatcher=dispatcher, visitor_salt="tests"
+        )
+        for n in range(2):
+            communicator = ApplicationCommunicator(app, dict(LIFESPAN))
+            assert await _startup(communicator) == {"type": "lifespan.startup.complete"}
+            async with client(app) as http:
+                assert (await http.get(f"/{n}")).text == "home"
+            assert await _shutdown(communicator) == {"type": "lifespan.shutdown.complete"}
+            assert len(matomo.collector.hits) == n + 1  # delivered at shutdown
+        stats = dispatcher.stats()
+        assert (stats.queued, stats.sent, stats.dropped) == (2, 2, {})
+        assert [hit["url"] for hit in matomo.collector.hits] == [
+            "http://shop.test/0",
+            "http://shop.test/1",
+        ]

@@ -454,6 +454,22 @@ def test_released_rows_wait_until_retry_at_and_hold_their_lane(journal: Journal)
     assert numbers(journal.claim(A, 30.0, lease=60, max_hits=100, max_bytes=BIG)) == [0, 2]
 
 
+def test_hits_appended_as_sent_are_claimed_at_once_as_possible_duplicates(
+    journal: Journal,
+) -> None:
+    # a process gave up on hits 1 and 2 in flight before they had rows (its last round)
+    stored = journal.append(
+        A, 10.0, held=[hit(0, 0)], sent=[hit(1, 0), hit(2, 0)], spare=[hit(3, 0)], lease=60
+    )
+    assert (stored.stored, stored.full) == (4, 0)
+    assert journal.settle(A, [stored.first_row], 10.5) == 1  # hit 0 was answered
+    again = journal.claim(A, 11.0, lease=10, max_hits=100, max_bytes=BIG)  # even its own
+
+    assert numbers(again) == [1, 2, 3]  # in their order
+    assert again is not None
+    assert again.possible_duplicates == 2
+
+
 def test_an_expired_lease_is_claimed_again_as_possible_duplicates(journal: Journal) -> None:
     fill(journal, 5)
     stale = journal.claim(A, 20.0, lease=10, max_hits=3, max_bytes=BIG)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,6 +184,45 @@ def test_a_batch_in_flight_at_the_deadline_is_a_possible_duplicate_for_the_next_
     wait_until(lambda: matomo.collector.in_progress == 1)
     time.sleep(0.5)  # a journal round wrote the hits, leased to this process
     assert first.close(0.3) is False  # the batch is still in flight: handed back
+
+    matomo.collector.heal()
+    second = DRIVERS[kind](config, matomo)  # the next process delivers them
+    try:
+        assert second.submit(hit(5))
+        wait_until(lambda: second.stats().sent == 6)
+        assert second.stats().possible_duplicates == 5
+    finally:
+        second.close(1.0)
+
+
+@pytest.mark.parametrize("kind", ["thread", "asyncio"])
+@pytest.mark.parametrize("journaled", ["while in flight", "never"])
+def test_a_batch_in_flight_at_the_deadline_not_yet_in_the_journal_is_a_possible_duplicate(
+    kind: str, journaled: str, matomo: CollectorServer, tmp_path: Path
+) -> None:
+    # Another connection holds the journal's write lock, so a round is under way when the
+    # batch goes out ("while in flight": the batch's hits are being written by it) or
+    # started before them ("never": they wait for the next round, which never comes before
+    # the deadline); the lock is let go after the deadline, before the last round.
+    spool = tmp_path / "spool.sqlite3"
+    config = TrackingConfig(**{**FAST, "url": matomo.base_url, "spool": str(spool)})
+    first = DRIVERS[kind](config, matomo)
+    blocker = sqlite3.connect(spool, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    if journaled == "never":
+        assert first.submit(hit(100))  # its round waits for the lock from now on
+        wait_until(lambda: first.stats().sent == 1)  # delivered from memory meanwhile
+    matomo.collector.slow(3.0)  # Matomo takes the next batch and answers late
+    for n in range(5):
+        assert first.submit(hit(n))
+    wait_until(lambda: matomo.collector.in_progress == 1)
+    letting_go = threading.Timer(0.8, blocker.rollback)
+    letting_go.start()
+    try:
+        assert first.close(0.3) is False  # the batch is still in flight: handed back
+    finally:
+        letting_go.join()
+        blocker.close()
 
     matomo.collector.heal()
     second = DRIVERS[kind](config, matomo)  # the next process delivers them
