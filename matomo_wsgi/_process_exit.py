@@ -1,5 +1,6 @@
-"""Closing the thread executors of a process when it ends: ``close_all`` (gunicorn's
-``worker_exit`` hook, a ``multiprocessing`` child's exit) closes every live one.
+"""The thread executors' life in a process: each ``watch``ed one is closed when the process ends
+(``atexit``; ``close_all`` from gunicorn's ``worker_exit`` hook or a ``multiprocessing``
+child's exit) and told when the process forks, in the child (``after_fork``).
 
 Why ``multiprocessing`` children need their own step:
 
@@ -14,24 +15,60 @@ a child the dispatchers are closed from there too (closing twice is harmless).
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import sys
 import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Closable", "close_all", "close_at_child_exit", "live"]
+__all__ = ["Watched", "close_all", "close_at_child_exit", "forget", "live", "watch"]
+
+logger = logging.getLogger("matomo_wsgi.dispatcher")
 
 
-class Closable(Protocol):
-    """An executor ``close_all`` closes."""
+class Watched(Protocol):
+    """An executor whose life follows its process's."""
 
     def close(self, timeout: float | None = None) -> bool:
         """Deliver what is left within ``timeout``; whether nothing was given up."""
 
+    def after_fork(self) -> None:
+        """In a forked child: start again without the parent's threads, queue and locks."""
 
-#: Every live thread executor of this process (thread and Celery dispatchers).
-live: weakref.WeakSet[Closable] = weakref.WeakSet()
+
+#: Every live (not closed) thread executor of this process (thread and Celery dispatchers).
+live: weakref.WeakSet[Watched] = weakref.WeakSet()
+
+
+def watch(executor: Watched) -> None:
+    """Close ``executor`` when this process ends, and tell it of forks."""
+    live.add(executor)
+
+
+def forget(executor: Watched) -> None:
+    """``executor`` is closed: nothing more to do for it at exit."""
+    live.discard(executor)
+
+
+def _close_at_exit() -> None:
+    try:
+        close_all()
+    except Exception:  # pragma: no cover - never fail the interpreter's exit
+        logger.debug("matomo: closing at exit failed", exc_info=True)
+
+
+def _after_fork_in_child() -> None:
+    for executor in list(live):
+        executor.after_fork()
+
+
+# Once per process (the executors a process has are in ``live``): a live executor is referenced
+# by its delivery threads, so the weak set keeps every one that has hits to deliver.
+atexit.register(_close_at_exit)
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def close_all(timeout: float | None = None) -> bool:

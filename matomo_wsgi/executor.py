@@ -7,15 +7,12 @@ forgets the parent's queue, threads, locks and connections and starts its own.""
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
-import functools
 import logging
 import os
 import random
 import threading
 import time
-import weakref
 from typing import Protocol
 
 from matomo_tracking.config import TrackingConfig
@@ -25,7 +22,7 @@ from matomo_tracking.hits import Hit
 from matomo_tracking.spool import open_journal, spool_for
 from matomo_tracking.wire import encode_hit
 from matomo_wsgi._journaling import JournalThread
-from matomo_wsgi._process_exit import close_all, close_at_child_exit, live
+from matomo_wsgi._process_exit import close_all, close_at_child_exit, forget, watch
 
 __all__ = ["Poster", "ThreadExecutor", "close_all"]
 
@@ -75,10 +72,7 @@ class ThreadExecutor(QueueBackedDispatcher):
         self._closed = False
         self._journal = open_journal(config)  # a journal that cannot be used fails here
         self._reset()
-        live.add(self)
-        atexit.register(self._at_exit)
-        if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-            os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
+        watch(self)  # closed at exit, told of forks
 
     def _reset(self) -> None:
         """The per-process state (also what a forked child starts again with)."""
@@ -161,8 +155,7 @@ class ThreadExecutor(QueueBackedDispatcher):
             target = self._queue.close(deadline)
             running = bool(self._threads)
             self._changed.notify()
-        live.discard(self)
-        atexit.unregister(self._at_exit)
+        forget(self)
         if running:
             with self._lock:
                 self._wait(target, deadline + 0.5)  # the loop gives up at the deadline
@@ -268,19 +261,8 @@ class ThreadExecutor(QueueBackedDispatcher):
                 pause = _INLINE_POLL if step.seconds is None else step.seconds
                 time.sleep(max(0.0, min(pause, deadline - now)))
 
-    def _at_exit(self) -> None:
-        try:
-            self.close(self.config.shutdown_timeout)
-        except Exception:  # pragma: no cover - never fail the interpreter's exit
-            logger.debug("matomo: closing at exit failed", exc_info=True)
-
-
-def _after_fork(ref: weakref.ref[ThreadExecutor]) -> None:
-    """In a forked child: forget the parent's threads, queue, locks and connections (the
-    parent delivers its own hits); the child's first hit starts its own thread."""
-    executor = ref()
-    if executor is not None:
-        executor._reset()
-        executor._poster.reset()
-        if not executor._closed:
-            live.add(executor)
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's threads, queue, locks and connections (the
+        parent delivers its own hits); the child's first hit starts its own thread."""
+        self._reset()
+        self._poster.reset()
