@@ -93,14 +93,17 @@ class EventKind:
     ROUND_TRIP = "round_trip"  # one POST ended: ``status`` (0: no answer), ``seconds``
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (treat it as immutable): one is made per hit admitted, and a frozen dataclass's
+# __init__ costs three times as much (bench/micro.py ``tricks``: "per-hit dataclass").
+@dataclass(slots=True)
 class DeliveryEvent:
     """One outcome of delivery. ``count``: hits concerned; ``reason``: why hits were dropped
     (``queue_full``, ``closed``, ``shutdown``, ``too_old``, ``too_large``, ``error``...);
     ``status`` and ``seconds``: the HTTP status (0: none) and duration of a round trip;
     ``hits``: the hits concerned, where the queue holds them (queued, settled, retried; a
     journal keeps its rows in step with these); ``in_flight``: dropped while Matomo may be
-    processing them (a later delivery counts them as possible duplicates)."""
+    processing them (a later delivery counts them as possible duplicates). Listeners share
+    it: treat it as immutable."""
 
     kind: str
     count: int = 1
@@ -343,10 +346,9 @@ class DeliveryQueue:
         if len(self._in_flight) >= min(self._allowed, self._limit):
             return Wait(None)
         config = self.config
-        free, free_bytes = self._free_waiting()
-        if not free:
+        full = self._fills_a_batch()
+        if full is None:
             return Wait(None)
-        full = free >= self._max_hits() or free_bytes >= config.batch_max_bytes
         if not (full or self.urgent):
             if self._in_flight:
                 return Wait(None)
@@ -382,14 +384,17 @@ class DeliveryQueue:
         limit = self.config.batch_max_hits
         return limit if self._split is None else min(limit, self._split)
 
-    def _free_waiting(self) -> tuple[int, int]:
-        hits = size = 0
-        for index, lane in enumerate(self._lanes):
-            if lane and not self._busy[index]:
-                hits += len(lane)
-                if hits <= self.config.batch_max_hits:  # bytes matter for one batch only
-                    size += sum(h.size for h in lane)
-        return hits, size
+    def _fills_a_batch(self) -> bool | None:
+        """Whether the hits waiting in free lanes fill a batch (None: there are none)."""
+        free = [
+            lane for lane, busy in zip(self._lanes, self._busy, strict=True) if lane and not busy
+        ]
+        if not free:
+            return None
+        hits = sum(len(lane) for lane in free)
+        if hits >= self._max_hits():
+            return True
+        return sum(h.size for lane in free for h in lane) >= self.config.batch_max_bytes
 
     def _oldest(self) -> float:
         return min(lane[0].created for lane in self._lanes if lane)
@@ -413,13 +418,15 @@ class DeliveryQueue:
         size = 0
         for _, index in order:
             lane = self._lanes[index]
-            taken = self._take(lane, max_hits - len(hits), config.batch_max_bytes - size, not hits)
+            taken, taken_size = self._take(
+                lane, max_hits - len(hits), config.batch_max_bytes - size, not hits
+            )
             if taken:
                 lanes.append(index)
                 self._busy[index] = True
                 hits += taken
                 slices.append(taken)
-                size += sum(h.size for h in taken)
+                size += taken_size
             if len(hits) >= max_hits or size >= config.batch_max_bytes:
                 break
         if len(slices) > 1:  # in the order they came, each lane's in its own order
@@ -440,25 +447,28 @@ class DeliveryQueue:
         return batch
 
     @staticmethod
-    def _take(lane: deque[EncodedHit], room: int, room_bytes: int, first: bool) -> list[EncodedHit]:
-        """The front of ``lane`` that fits; a request's hits (one creation time) are not split
-        between two batches unless they fill a batch on their own."""
+    def _take(
+        lane: deque[EncodedHit], room: int, room_bytes: int, first: bool
+    ) -> tuple[list[EncodedHit], int]:
+        """The front of ``lane`` that fits, and its size; a request's hits (one creation
+        time) are not split between two batches unless they fill a batch on their own."""
         taken: list[EncodedHit] = []
         size = 0
         while lane and len(taken) < room:
-            hit = lane[0]
-            if (taken or not first) and size + hit.size > room_bytes:
+            hit_size = lane[0].size
+            if (taken or not first) and size + hit_size > room_bytes:
                 break
             taken.append(lane.popleft())
-            size += hit.size
+            size += hit_size
         if lane and taken and lane[0].created == taken[-1].created:
             start = len(taken) - 1
             while start > 0 and taken[start - 1].created == taken[-1].created:
                 start -= 1
             if start > 0 or not first:
                 lane.extendleft(reversed(taken[start:]))
+                size -= sum(h.size for h in taken[start:])
                 del taken[start:]
-        return taken
+        return taken, size
 
     def _expire(self, hits: list[EncodedHit], size: int, now: float) -> list[EncodedHit]:
         if self.config.token_auth is not None:
