@@ -267,12 +267,22 @@ def tricks(number: int = 20_000) -> dict[str, Any]:
     from http.cookies import SimpleCookie
 
     from matomo_tracking.delivery_queue import DeliveryEvent, EventKind
+    from matomo_tracking.request import RequestView
     from matomo_tracking.visitor import pk_visitor_id, salted_visitor_id
     from matomo_tracking.wire import EncodedHit
 
     # the same classes, frozen: what EncodedHit and DeliveryEvent would cost frozen
     frozen_hit = dataclasses.make_dataclass(
         "FrozenHit", [f.name for f in dataclasses.fields(EncodedHit)], frozen=True, slots=True
+    )
+    frozen_view = dataclasses.make_dataclass(
+        "FrozenView",
+        [
+            (f.name, Any, dataclasses.field(default=f.default))
+            for f in dataclasses.fields(RequestView)
+        ],
+        frozen=True,
+        slots=True,
     )
     frozen_event = dataclasses.make_dataclass(
         "FrozenEvent",
@@ -317,6 +327,10 @@ def tricks(number: int = 20_000) -> dict[str, Any]:
         "_pk_id cookie (fast path / SimpleCookie)": (
             lambda: pk_visitor_id(cookie, 1),
             cookie_slow,
+        ),
+        "per-request dataclass: RequestView (plain slots / frozen)": (
+            lambda: RequestView("GET", "https", "/a", "/a", "", environ, "198.51.0.1"),
+            lambda: frozen_view("GET", "https", "/a", "/a", "", environ, "198.51.0.1"),
         ),
         "per-hit dataclass: EncodedHit and its queued DeliveryEvent (plain slots / frozen)": (
             lambda: DeliveryEvent(EventKind.QUEUED, 1, hits=(EncodedHit(data, 1.0, 7),)),

@@ -95,7 +95,7 @@ class EventKind:
 
 # Not frozen (treat it as immutable): one is made per hit admitted, and a frozen dataclass's
 # __init__ costs three times as much (bench/micro.py ``tricks``: "per-hit dataclass").
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class DeliveryEvent:
     """One outcome of delivery. ``count``: hits concerned; ``reason``: why hits were dropped
     (``queue_full``, ``closed``, ``shutdown``, ``too_old``, ``too_large``, ``error``...);

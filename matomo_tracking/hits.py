@@ -57,10 +57,10 @@ _SHARED_KEYS = (*_SHARED, *_SHARED_BOT, "pv_id")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: see RequestView
 class Hit:
     """One Tracking API request: its parameters (all strings) and when it happened
-    (Unix seconds), from which ``cdo`` is computed when it is sent."""
+    (Unix seconds), from which ``cdo`` is computed when it is sent (treat it as immutable)."""
 
     params: Mapping[str, str]
     created: float

@@ -100,7 +100,7 @@ class JournalError(ValueError):
     the path and what to do."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class StoredHit(EncodedHit):
     """An encoded hit read from the journal, with its row id (for ``settle``/``release``) and
     the owner that appended it (``origin``)."""

@@ -67,9 +67,11 @@ _ASGI_HEADER_NAMES = {n.encode("ascii"): n for n in _COMMON_HEADERS}
 _RAW_PATH = re.compile(r"/[\x21\x22\x24-\x3e\x40-\x7e]*")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (treat it as immutable), as ResponseView and Hit: one is made per request, and a
+# frozen dataclass's __init__ costs three times as much (bench/micro.py ``tricks``).
+@dataclass(slots=True, unsafe_hash=True)
 class RequestView:
-    """What the core needs to know about one incoming request.
+    """What the core needs to know about one incoming request (treat it as immutable).
 
     ``path`` is the app-relative, decoded path that filters and route matching see;
     ``url_path`` is the full path the client asked for (root path included), percent-encoded.
@@ -95,9 +97,9 @@ class RequestView:
         return self.headers.get(name, default)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ResponseView:
-    """What the adapter observed of the response.
+    """What the adapter observed of the response (treat it as immutable).
 
     ``ttfb_ms`` is the time from the request's arrival to the first response byte (``pf_srv``);
     ``body_bytes`` the body bytes actually sent; ``failed`` whether an exception escaped the app.

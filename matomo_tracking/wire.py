@@ -25,7 +25,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 # Not frozen (treat it as immutable): one is made per hit, and a frozen dataclass's __init__
 # costs three times as much (bench/micro.py ``tricks``: "per-hit dataclass").
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class EncodedHit:
     """A hit as it travels: its JSON object bytes, when it happened, and its visitor key (a
     hash of its visitor id, which keeps a visitor's hits in one delivery lane, in order).
