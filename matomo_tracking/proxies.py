@@ -31,7 +31,7 @@ _DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 _MAX_CACHED_PEER = 64  # "[v6%zone]:port" fits; longer is not an address a server reports
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen, one per request: see RequestView
 class Origin:
     """The client address, scheme and host of a request after proxy resolution."""
 
