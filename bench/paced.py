@@ -39,14 +39,19 @@ if str(ROOT) not in sys.path:
 
 from bench.micro import _browser_headers  # noqa: E402
 from bench.run import DEFAULT_OURS_OPTIONS, app_service  # noqa: E402
-from bench.servers import CollectorProcess, ProcessTree, free_port  # noqa: E402
+from bench.servers import (  # noqa: E402
+    SENDER_COMMAND,
+    CollectorProcess,
+    ProcessTree,
+    free_port,
+    start_sender,
+    stop_sender,
+)
 from bench.wrk import LoadSpec, run_wrk  # noqa: E402
 
 __all__ = ["SENDER_COMMAND", "PacedResult", "external_sender_available", "paced_load", "percentile"]
 
 _VISITORS = 2_000
-#: The external sender's command (``matomo-middleware send``), given ``--spool`` and ``--url``.
-SENDER_COMMAND = [sys.executable, "-m", "matomo_wsgi.cli", "send"]
 
 
 def _requests() -> list[bytes]:
@@ -203,13 +208,7 @@ def measure(
         spool = logs / f"{stack}-spool.sqlite3"
         spool.unlink(missing_ok=True)
         options.update(spool=str(spool), sender="external")
-        # The sender outside the app (issue 13): `matomo-middleware send --spool PATH`.
-        sender = subprocess.Popen(
-            [*SENDER_COMMAND, "--spool", str(spool), "--url", collector.url],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        sender = start_sender(spool, collector.url)
     server = app_service(
         stack, app_variant, collector.url, options, logs / f"{stack}-{variant}.log"
     )
@@ -242,11 +241,7 @@ def measure(
     finally:
         server.stop()
         if sender is not None:
-            sender.terminate()
-            try:
-                sender.wait(10)
-            except subprocess.TimeoutExpired:
-                sender.kill()
+            stop_sender(sender)
     return record
 
 

@@ -40,7 +40,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
-from bench.servers import CollectorProcess, ProcessTree, RssSampler, Service, free_port  # noqa: E402
+from bench.servers import (  # noqa: E402
+    CollectorProcess,
+    ProcessTree,
+    RssSampler,
+    Service,
+    free_port,
+    start_sender,
+    stop_sender,
+)
 from bench.wrk import LoadSpec, run_wrk, wrk_version  # noqa: E402
 
 #: What the benchmark venv holds besides the project itself (``-e .[asgi]``).
@@ -54,12 +62,14 @@ REQUIREMENTS = [
     "flask-matomo2==0.7.0",
 ]
 STACKS = ("asgi", "wsgi")
-VARIANTS = ("bare", "noop", "stub", "ours", "peer", "spool")
+VARIANTS = ("bare", "noop", "stub", "ours", "peer", "spool", "external")
 #: The variants run by default: ``spool`` (ours with ``spool=``, a journal in a temporary
-#: directory) is asked for with ``--variants``.
+#: directory) and ``external`` (``spool=`` and ``sender="external"``, with
+#: ``matomo-middleware send`` delivering from the journal, its CPU counted apart) are asked
+#: for with ``--variants``.
 DEFAULT_VARIANTS = ("bare", "stub", "ours", "peer")
-#: Our middleware, without and with a journal.
-OURS = ("ours", "spool")
+#: Our middleware, without and with a journal, and with the sender outside the app.
+OURS = ("ours", "spool", "external")
 SCENARIOS = ("0ms", "50ms", "500ms", "down", "outage", "outage60", "soak")
 #: ``outage60``: Matomo refused for this many seconds in the middle of a load this much longer.
 OUTAGE60_DOWN = 60.0
@@ -373,20 +383,28 @@ class Harness:
         self._count += 1
         options = dict(s.ours_options)
         spool_dir: tempfile.TemporaryDirectory[str] | None = None
-        if variant == "spool":  # ours, with a journal of its own
+        spool: Path | None = None
+        if variant in ("spool", "external"):  # ours, with a journal of its own
             spool_dir = tempfile.TemporaryDirectory(prefix="bench-spool-")
-            options["spool"] = str(Path(spool_dir.name) / "matomo-spool.sqlite3")
+            spool = Path(spool_dir.name) / "matomo-spool.sqlite3"
+            options["spool"] = str(spool)
+        if variant == "external":
+            options["sender"] = "external"
         log = self.log_dir / f"{self._count:03d}-{stack}-{scenario}-{variant}-{run}.log"
         server = app_service(
-            stack, "ours" if variant == "spool" else variant, self.collector.url, options, log
+            stack, "ours" if variant in OURS else variant, self.collector.url, options, log
         )
         outage: Outage | None = None
         sampler: RssSampler | None = None
+        sender: subprocess.Popen[bytes] | None = None
         try:
             self.collector.up()
             self.collector.set_latency(LATENCY_MS[scenario])
             self.collector.reset()
             server.start()
+            if spool is not None and variant == "external":  # the app made the journal
+                sender = start_sender(spool, self.collector.url)
+            sender_tree = ProcessTree(sender.pid) if sender is not None else None
             tree = ProcessTree(server.pid)
             sampler = RssSampler(tree).start()
             warm: dict[str, Any] = {"requests": 0}
@@ -405,6 +423,7 @@ class Harness:
             elif scenario == "outage60":
                 outage = Outage(self.collector, (duration - OUTAGE60_DOWN) / 2, OUTAGE60_DOWN)
             cpu_before = tree.cpu_times()
+            sender_before = sum(sender_tree.cpu_times()) if sender_tree is not None else 0.0
             if outage is not None:
                 outage.start()
             load = run_wrk(
@@ -425,6 +444,7 @@ class Harness:
                 server, variant, warm["requests"] + load["requests"]
             )
             cpu_after = tree.cpu_times()
+            sender_after = sum(sender_tree.cpu_times()) if sender_tree is not None else 0.0
             peak_rss = sampler.stop()
             per_request = 1e6 / max(1, load["requests"])
             record.update(
@@ -440,8 +460,12 @@ class Harness:
                     "cpu_load_us_per_req": (sum(cpu_loaded) - sum(cpu_before)) * per_request,
                     "cpu_drain_us_per_req": (sum(cpu_after) - sum(cpu_loaded)) * per_request,
                     "cpu_system_us_per_req": (cpu_after[1] - cpu_before[1]) * per_request,
-                    # A sender process outside the app (sender="external"): none runs yet.
-                    "sender_cpu_us_per_req": None,
+                    # The sender process outside the app (external), over the same window.
+                    "sender_cpu_us_per_req": (
+                        (sender_after - sender_before) * per_request
+                        if sender_tree is not None
+                        else None
+                    ),
                     "baseline_rss_mb": baseline_rss / 2**20,
                     "peak_rss_mb": peak_rss / 2**20,
                     "rss_growth_mb": (peak_rss - baseline_rss) / 2**20,
@@ -470,6 +494,8 @@ class Harness:
             if sampler is not None:
                 sampler.stop()
             server.stop(timeout=15)
+            if sender is not None:
+                stop_sender(sender)
             if spool_dir is not None:
                 spool_dir.cleanup()
             if not self.collector.running:

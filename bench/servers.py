@@ -26,13 +26,40 @@ ROOT = Path(__file__).resolve().parent.parent
 
 __all__ = [
     "ROOT",
+    "SENDER_COMMAND",
     "CollectorProcess",
     "ProcessTree",
     "RssSampler",
     "Service",
     "free_port",
+    "start_sender",
+    "stop_sender",
     "wait_for_port",
 ]
+
+#: The external sender's command (``matomo-middleware send``), given ``--spool`` and ``--url``.
+SENDER_COMMAND = [sys.executable, "-m", "matomo_wsgi.cli", "send"]
+
+
+def start_sender(spool: Path, url: str) -> subprocess.Popen[bytes]:
+    """``matomo-middleware send --spool SPOOL --url URL``: the sender outside the app
+    (``sender="external"``), in a session of its own."""
+    return subprocess.Popen(
+        [*SENDER_COMMAND, "--spool", str(spool), "--url", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_sender(sender: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the sender, SIGKILL it if it has not ended 10 s later."""
+    sender.terminate()
+    try:
+        sender.wait(10)
+    except subprocess.TimeoutExpired:
+        sender.kill()
+        sender.wait(5)
 
 
 def free_port() -> int:

@@ -40,7 +40,7 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         "--no-venv",
         "--quick",
         "--scenarios=0ms",
-        "--variants=bare,noop,stub,ours",
+        "--variants=bare,noop,stub,ours,external",
         "--runs=1",
         "--duration=1",
         "--warmup=0",
@@ -48,7 +48,7 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         f"--results-dir={results}",
     ]
     done = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=100, check=False
+        command, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
@@ -59,15 +59,22 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         assert key in data["machine"], key
 
     seen = {(m["stack"], m["variant"]): m for m in data["measurements"]}
-    assert set(seen) == {(s, v) for s in ("asgi", "wsgi") for v in ("bare", "noop", "stub", "ours")}
+    variants = ("bare", "noop", "stub", "ours", "external")
+    assert set(seen) == {(s, v) for s in ("asgi", "wsgi") for v in variants}
     for (stack, variant), m in seen.items():
         assert "error" not in m, f"{stack} {variant}: {m.get('error')}"
         for key in MEASURED:
             assert key in m, f"{stack} {variant}: {key}"
         assert {"p50", "p99"} <= set(m["latency_ms"])
-        if variant == "ours":
+        if variant in ("ours", "external"):
             assert isinstance(m["delivered_ratio"], float)
             assert "dispatcher_stats" in m
+        if variant == "external":  # the sender's CPU apart from the server's
+            assert isinstance(m["sender_cpu_us_per_req"], float)
+            assert m["sender_cpu_us_per_req"] > 0
+            assert m["delivered_hits"] > 0  # the sender delivered from the journal
+        else:
+            assert m["sender_cpu_us_per_req"] is None
         if variant == "stub":  # our request path ran, one hit per request, none delivered
             assert m["dispatcher_stats"]["queued"] >= m["requests"]
             assert m["delivered_ratio"] is None
