@@ -1,7 +1,8 @@
 """Delivery through Celery, for fleets: web processes batch hits exactly as the thread
 dispatcher does and hand each batch to a Celery task; Celery workers deliver them with the
 core's policy, and while Matomo is down a batch waits in the broker (Celery's retry
-countdown), not in the memory of a web process.
+countdown), not in the memory of a web process (a worker's side of it is in
+``matomo_wsgi._celery_worker``).
 
 Web processes and workers register the task with the same options, so ``token_auth`` is
 read from each process's own configuration and never travels through the broker (the
@@ -27,23 +28,17 @@ messages carry the hits and their creation times only)::
 
 from __future__ import annotations
 
-import logging
-import os
-import random
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from matomo_tracking.answers import Answer, TransportError
+from matomo_tracking.answers import TransportError
 from matomo_tracking.config import TrackingConfig
-from matomo_tracking.delivery import BatchDelivery, DispatchStats, Sleep, StatsRecorder
+from matomo_tracking.delivery import DispatchStats
 from matomo_tracking.delivery_queue import HANDED_OVER, Batch, Outcome
-from matomo_tracking.wire import EncodedHit
-from matomo_wsgi.dispatcher import HttpPoster
+from matomo_wsgi._celery_worker import WorkerState, pack_batches, unpack_batches
 from matomo_wsgi.executor import ThreadExecutor
 
 if TYPE_CHECKING:
@@ -61,8 +56,6 @@ __all__ = [
     "unpack_batches",
 ]
 
-logger = logging.getLogger(__name__)
-
 #: The name the delivery task is registered under unless ``name=`` says otherwise.
 DEFAULT_TASK_NAME = "matomo_wsgi.deliver"
 
@@ -71,93 +64,6 @@ class _CeleryApp(Protocol):
     """What is used of a ``celery.Celery`` app (Celery ships no type information)."""
 
     def task(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., None]], Any]: ...
-
-
-#: A batch as it travels in a Celery message: ``[hit JSON object as text, creation time]``.
-PackedBatch = list[list[Any]]
-
-
-def pack_batches(batches: Sequence[Sequence[EncodedHit]]) -> list[PackedBatch]:
-    """Batches of encoded hits as JSON-serialisable task arguments: each hit's JSON object
-    (valid UTF-8, so text) and when it happened. Nothing else, never the token."""
-    return [[[hit.data.decode("utf-8"), hit.created] for hit in batch] for batch in batches]
-
-
-def unpack_batches(packed: object) -> list[list[EncodedHit]]:
-    """The inverse of ``pack_batches``; raises ``ValueError`` on anything else."""
-    if not isinstance(packed, list):
-        raise ValueError("expected a list of batches")
-    batches: list[list[EncodedHit]] = []
-    for batch in packed:
-        if not isinstance(batch, list):
-            raise ValueError("expected a batch to be a list of hits")
-        hits = []
-        for item in batch:
-            if not (isinstance(item, list | tuple) and len(item) == 2):
-                raise ValueError("expected a hit as [json text, created]")
-            data, created = item
-            if not isinstance(data, str) or isinstance(created, bool):
-                raise ValueError("expected a hit as [json text, created]")
-            if not isinstance(created, int | float):
-                raise ValueError("expected a hit as [json text, created]")
-            hits.append(EncodedHit(data.encode("utf-8"), float(created)))
-        batches.append(hits)
-    return batches
-
-
-class _WorkerState:
-    """What the task keeps per worker process: the poster (its clients made again after a
-    fork), the statistics and the random source for the backoff's jitter."""
-
-    def __init__(self, config: TrackingConfig, http_client: httpx.Client | None) -> None:
-        self.config = config
-        self.lock = threading.Lock()
-        self.stats = StatsRecorder(secret=config.token_auth)
-        self.rng = random.Random()
-        self._poster = HttpPoster(config, http_client)
-        self._pid = os.getpid()
-
-    def poster(self) -> HttpPoster:
-        with self.lock:
-            if self._pid != os.getpid():  # clients inherited over a fork: new ones
-                self._pid = os.getpid()
-                self._poster.reset()
-            return self._poster
-
-    def deliver(self, packed: object, attempt: int) -> tuple[object, int, float] | None:
-        """Run the policy until the batches are finished (None) or a wait is due: then what
-        is left, packed, the attempt count and the seconds to wait."""
-        config, lock, stats = self.config, self.lock, self.stats
-        try:
-            batches = unpack_batches(packed)
-        except ValueError as exc:
-            with lock:
-                stats.drop("error")
-                stats.error(f"a delivery task had malformed arguments ({exc}); dropped")
-            return None
-        with lock:
-            delivery = BatchDelivery.resume(batches, attempt, config, stats)
-        try:
-            while True:
-                with lock:
-                    step = delivery.next_step(time.time(), self.rng.random())
-                if step is None:
-                    return None
-                if isinstance(step, Sleep):
-                    with lock:
-                        left, tries = delivery.suspend()
-                    return pack_batches(left), tries, step.seconds
-                result = self.poster().post_body(step.body, config.timeout)
-                with lock:
-                    if isinstance(result, Answer):
-                        delivery.answered(result, time.time())
-                    else:
-                        delivery.failed(result[0], result[1], time.time())
-        except Exception:
-            logger.warning("matomo: delivering a batch failed", exc_info=True)
-            with lock:
-                delivery.abandon("error")
-            return None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -169,7 +75,7 @@ class DeliveryTask:
     task: Any
     name: str
     config: TrackingConfig
-    _state: _WorkerState
+    _state: WorkerState
 
     def stats(self) -> DispatchStats:
         """What this process's runs of the task sent, retried and dropped."""
@@ -200,7 +106,7 @@ def register_delivery_task(
     config = TrackingConfig.from_kwargs(options)
     if http_client is not None and not isinstance(http_client, httpx.Client):
         raise TypeError(f"http_client must be an httpx.Client, got {type(http_client).__name__}")
-    state = _WorkerState(config, http_client)
+    state = WorkerState(config, http_client)
 
     def deliver(task: Any, batches: object, attempt: int = 0) -> None:
         """Deliver batches of Matomo hits (registered by ``matomo_wsgi.celery``)."""
