@@ -43,8 +43,22 @@ __all__ = ["LAYERS", "layer_of", "main", "summarize"]
 #: looked up from the innermost frame outwards (so a frame of ours called by Starlette is ours).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
+        "ours: journal",
+        ("matomo_tracking/journal", "matomo_tracking/spool", "_journaling", "sqlite3/"),
+    ),
+    (
         "ours: delivery",
-        ("matomo_asgi/dispatcher", "matomo_wsgi/dispatcher", "delivery.py", "wire.py", "journal"),
+        (
+            "matomo_asgi/dispatcher",
+            "matomo_asgi/posting",
+            "matomo_asgi/lean_posting",
+            "matomo_wsgi/dispatcher",
+            "matomo_wsgi/executor",
+            "matomo_wsgi/poster",
+            "matomo_tracking/delivery",  # delivery.py and delivery_queue.py
+            "matomo_tracking/answers",
+            "wire.py",
+        ),
     ),
     ("ours: request path", ("matomo_tracking/", "matomo_asgi/", "matomo_wsgi/")),
     ("httpx/httpcore/h11/anyio", ("httpx/", "httpcore/", "h11/", "anyio/", "sniffio")),
@@ -113,8 +127,15 @@ def profile(stack: str, variant: str, seconds: float, rate: int) -> tuple[dict[s
         logs = Path(tmp)
         collector = CollectorProcess(port=free_port(), log_path=logs / "collector.log")
         collector.start()
+        options = dict(DEFAULT_OURS_OPTIONS)
+        if variant == "spool":  # ours with a journal
+            options["spool"] = str(logs / "matomo-spool.sqlite3")
         server = app_service(
-            stack, variant, collector.url, DEFAULT_OURS_OPTIONS, logs / "server.log"
+            stack,
+            "ours" if variant == "spool" else variant,
+            collector.url,
+            options,
+            logs / "server.log",
         )
         try:
             server.start()
@@ -201,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", choices=("asgi", "wsgi"), default="asgi")
-    parser.add_argument("--variant", choices=("bare", "stub", "ours"), default="stub")
+    parser.add_argument("--variant", choices=("bare", "stub", "ours", "spool"), default="stub")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=int, default=200, help="samples per second (200)")
     parser.add_argument("--out", type=Path, help="append the summary (Markdown) here")
