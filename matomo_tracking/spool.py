@@ -296,10 +296,13 @@ class Spool:
             self._settle.extend(work.settle)
             self._settle_bytes += work.settle_bytes
         held_written = min(work.written, len(work.held))
+        given_up = self._gone_in_flight  # empty but at a shutdown
         for index, hit in enumerate(work.held):
-            state = self._writing.pop(id(hit), None)
-            gone = id(hit) in self._gone_in_flight
-            self._gone_in_flight.discard(id(hit))
+            key = id(hit)
+            state = self._writing.pop(key, None)
+            gone = bool(given_up) and key in given_up
+            if gone:
+                given_up.discard(key)
             if index >= held_written:
                 continue  # not journaled (full, failing): still delivered from memory
             row = work.first_row + index
@@ -309,7 +312,7 @@ class Spool:
             elif gone:  # given up in flight while it was being written
                 self._release_sent.append(row)
             else:
-                self._rows[id(hit)] = (hit, row)
+                self._rows[key] = (hit, row)
         # the hits given up in flight come next (counted as dropped then, whatever happens)
         spare_written = max(0, work.written - held_written - len(work.spare_sent))
         lost = work.spare[spare_written:]
