@@ -17,8 +17,10 @@ __all__ = [
     "MAX_ANSWER_BYTES",
     "Answer",
     "AnswerBuffer",
+    "ConnectError",
     "TransportError",
     "Verdict",
+    "WriteError",
     "answer_maybe_processed",
     "backoff_delay",
     "bulk_counts",
@@ -47,8 +49,19 @@ class TransportError(Enum):
         return self is TransportError.TIMEOUT or self is TransportError.CUT
 
 
-# Exception class names of httpx/httpcore (and the standard library) by what they mean;
-# matched by name along the class's MRO, so that the core imports no HTTP library.
+class ConnectError(OSError):
+    """Raised by a lean poster: the connection (TCP connect or TLS handshake) failed or timed
+    out, so nothing was sent."""
+
+
+class WriteError(OSError):
+    """Raised by a lean poster: sending the request failed (or timed out) before it was sent
+    in full."""
+
+
+# Exception class names of httpx/httpcore, h11 and the standard library (and of the two
+# classes above) by what they mean; matched by name along the class's MRO, so that the core
+# imports no HTTP library.
 _BY_NAME = {
     "ConnectError": TransportError.CONNECT,
     "ConnectTimeout": TransportError.CONNECT,
@@ -56,7 +69,7 @@ _BY_NAME = {
     "ConnectionRefusedError": TransportError.CONNECT,
     "ReadTimeout": TransportError.TIMEOUT,
     "TimeoutError": TransportError.TIMEOUT,
-    "RemoteProtocolError": TransportError.CUT,
+    "RemoteProtocolError": TransportError.CUT,  # httpx's and h11's: a cut or garbled answer
     "ReadError": TransportError.CUT,
     "IncompleteRead": TransportError.CUT,
     "RemoteDisconnected": TransportError.CUT,
@@ -64,6 +77,7 @@ _BY_NAME = {
     "ConnectionResetError": TransportError.CUT,
     "WriteTimeout": TransportError.OTHER,
     "WriteError": TransportError.OTHER,
+    "LocalProtocolError": TransportError.OTHER,  # h11: a request it refused to send
 }
 
 

@@ -11,13 +11,13 @@ import logging
 import ssl
 import threading
 import urllib.request
-from urllib.parse import urlsplit
 
 import httpx
 
 from matomo_tracking.answers import Answer, AnswerBuffer, TransportError, transport_error
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery_queue import Batch, Outcome
+from matomo_tracking.env_proxy import proxy_applies
 from matomo_tracking.wire import BULK_HEADERS
 from matomo_wsgi.executor import Poster, ThreadExecutor, close_all
 from matomo_wsgi.poster import LeanPoster
@@ -141,7 +141,8 @@ class ThreadDispatcher(ThreadExecutor):
                 f"http_client must be an httpx.Client, got {type(http_client).__name__}"
             )
         poster: Poster
-        if http_client is None and not _proxied(config.endpoint):
+        proxies = urllib.request.getproxies_environment()
+        if http_client is None and not proxy_applies(config.endpoint, proxies):
             poster = LeanPoster(config)  # a third of httpx's CPU per POST
         else:
             poster = HttpPoster(config, http_client)
@@ -149,13 +150,3 @@ class ThreadDispatcher(ThreadExecutor):
 
     def __repr__(self) -> str:
         return f"ThreadDispatcher(endpoint={self.config.endpoint!r}, closed={self.closed})"
-
-
-def _proxied(endpoint: str) -> bool:
-    """Whether a proxy of the environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
-    ``NO_PROXY``), which httpx honours, applies to ``endpoint``."""
-    parts = urlsplit(endpoint)
-    proxies = urllib.request.getproxies_environment()
-    if not (proxies.get(parts.scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass_environment(parts.netloc, proxies)  # type: ignore[attr-defined]

@@ -14,12 +14,18 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from matomo_tracking.answers import Answer, AnswerBuffer, transport_error
+from matomo_tracking.answers import (
+    Answer,
+    AnswerBuffer,
+    ConnectError,
+    WriteError,
+    transport_error,
+)
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery_queue import Batch, Outcome
 from matomo_tracking.wire import BULK_HEADERS
 
-__all__ = ["ConnectError", "LeanPoster", "WriteError"]
+__all__ = ["LeanPoster"]
 
 logger = logging.getLogger("matomo_wsgi.dispatcher")
 
@@ -27,14 +33,6 @@ _CHUNK = 64 * 1024
 # The User-Agent httpx sends, sent here too: Matomo records a hit without ``ua`` with the bulk
 # request's own User-Agent, so what it records stays the same whichever poster sends.
 _USER_AGENT = f"python-httpx/{httpx.__version__}"
-
-
-class ConnectError(OSError):
-    """The connection (TCP connect or TLS handshake) failed or timed out: nothing was sent."""
-
-
-class WriteError(OSError):
-    """Sending the request failed before it was sent in full."""
 
 
 class LeanPoster:

@@ -1,9 +1,12 @@
-"""The thread dispatcher's ``http.client`` poster against raw HTTP/1.1 servers on 127.0.0.1:
-keep-alive reuse, a connection the server closed while idle, chunked, huge and cut answers,
-a refused connection, and the httpx path when a proxy of the environment applies."""
+"""Both lean posters (the thread dispatcher's ``http.client`` one, the asyncio dispatcher's h11
+one) against raw HTTP/1.1 servers on 127.0.0.1: keep-alive reuse, a connection the server
+closed while idle, chunked, huge and cut answers, a hang, a server that reads nothing, a
+refused connection, and the httpx path of both dispatchers when a proxy of the environment
+applies."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -13,9 +16,11 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from matomo_asgi import AsyncioDispatcher
+from matomo_asgi.lean_posting import LeanAsyncPoster
 from matomo_tracking.answers import MAX_ANSWER_BYTES, Answer, TransportError
 from matomo_tracking.config import TrackingConfig
-from matomo_tracking.delivery_queue import Batch
+from matomo_tracking.delivery_queue import Batch, Outcome
 from matomo_tracking.hits import Hit
 from matomo_wsgi import ThreadDispatcher
 from matomo_wsgi.poster import LeanPoster
@@ -102,8 +107,52 @@ def serve() -> Iterator[Callable[[Reply], RawServer]]:
         server.close()
 
 
-def poster_for(port: int) -> LeanPoster:
-    return LeanPoster(TrackingConfig(url=f"http://127.0.0.1:{port}", connect_timeout=1.0))
+class Poster:
+    """A lean poster driven from the test's thread: the thread one as it is, the asyncio one
+    on an event loop of its own (the same loop for every batch, as its worker's)."""
+
+    def __init__(self, kind: str, port: int) -> None:
+        config = TrackingConfig(url=f"http://127.0.0.1:{port}", connect_timeout=1.0)
+        self._thread = LeanPoster(config) if kind == "thread" else None
+        self._asyncio = LeanAsyncPoster(config) if kind == "asyncio" else None
+        self._loop = asyncio.new_event_loop()
+
+    def post(self, batch: Batch) -> Outcome:
+        if self._thread is not None:
+            return self._thread.post(batch)
+        assert self._asyncio is not None
+        return self._loop.run_until_complete(self._asyncio.post(batch))
+
+    def idle(self, seconds: float) -> None:
+        """Wait, as a worker between batches (its loop running, for the asyncio one)."""
+        self._loop.run_until_complete(asyncio.sleep(seconds))
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        if self._thread is not None:
+            self._thread.close()
+        if self._asyncio is not None:
+            self._loop.run_until_complete(self._asyncio.close())
+            self._loop.run_until_complete(asyncio.sleep(0))  # the transports' last callbacks
+        self._loop.close()
+
+
+PosterFor = Callable[[int], Poster]
+
+
+@pytest.fixture(params=["thread", "asyncio"])
+def poster_for(request: pytest.FixtureRequest) -> Iterator[PosterFor]:
+    """Makes the lean poster of each executor for a port (closed after the test)."""
+    posters: list[Poster] = []
+
+    def make(port: int) -> Poster:
+        posters.append(Poster(request.param, port))
+        return posters[-1]
+
+    yield make
+    for poster in posters:
+        poster.close()
 
 
 def batch(body: bytes = b'{"requests":["?idsite=1&rec=1"]}', timeout: float = 2.0) -> Batch:
@@ -111,7 +160,7 @@ def batch(body: bytes = b'{"requests":["?idsite=1&rec=1"]}', timeout: float = 2.
 
 
 def test_keep_alive_is_reused_and_headers_are_the_bulk_ones(
-    serve: Callable[[Reply], RawServer],
+    serve: Callable[[Reply], RawServer], poster_for: PosterFor
 ) -> None:
     server = serve(ok)
     poster = poster_for(server.port)
@@ -130,21 +179,27 @@ def test_keep_alive_is_reused_and_headers_are_the_bulk_ones(
     poster.close()
 
 
+@pytest.mark.parametrize("looking", [True, False], ids=["loop-saw-it", "loop-asleep"])
 def test_a_connection_closed_while_idle_is_replaced_and_the_batch_sent_once(
-    serve: Callable[[Reply], RawServer],
+    serve: Callable[[Reply], RawServer], poster_for: PosterFor, looking: bool
 ) -> None:
     server = serve(ok)
     poster = poster_for(server.port)
     assert isinstance(poster.post(batch()), Answer)
     server.drop_idle()
-    time.sleep(0.1)
+    if looking:
+        poster.idle(0.1)  # an asyncio worker's loop reads the end of stream meanwhile
+    else:
+        time.sleep(0.1)  # ... or does not: the socket says so
     assert isinstance(poster.post(batch()), Answer)
     assert len(server.requests) == 2
     assert server.connections == 2
     poster.close()
 
 
-def test_a_chunked_answer_is_read(serve: Callable[[Reply], RawServer]) -> None:
+def test_a_chunked_answer_is_read(
+    serve: Callable[[Reply], RawServer], poster_for: PosterFor
+) -> None:
     def chunked(conn: socket.socket, request: bytes) -> bool:
         conn.sendall(
             b"HTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\nRETRY-after: 7\r\n\r\n"
@@ -158,7 +213,9 @@ def test_a_chunked_answer_is_read(serve: Callable[[Reply], RawServer]) -> None:
     poster.close()
 
 
-def test_a_huge_answer_is_capped(serve: Callable[[Reply], RawServer]) -> None:
+def test_a_huge_answer_is_capped(
+    serve: Callable[[Reply], RawServer], poster_for: PosterFor
+) -> None:
     def huge(conn: socket.socket, request: bytes) -> bool:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
         with contextlib.suppress(OSError):
@@ -170,7 +227,9 @@ def test_a_huge_answer_is_capped(serve: Callable[[Reply], RawServer]) -> None:
     assert answer.body == b"x" * MAX_ANSWER_BYTES
 
 
-def test_a_cut_answer_may_have_been_processed(serve: Callable[[Reply], RawServer]) -> None:
+def test_a_cut_answer_may_have_been_processed(
+    serve: Callable[[Reply], RawServer], poster_for: PosterFor
+) -> None:
     def cut(conn: socket.socket, request: bytes) -> bool:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
         return False
@@ -185,7 +244,9 @@ def test_a_cut_answer_may_have_been_processed(serve: Callable[[Reply], RawServer
         assert outcome[0].maybe_processed
 
 
-def test_no_answer_in_time_is_a_timeout(serve: Callable[[Reply], RawServer]) -> None:
+def test_no_answer_in_time_is_a_timeout(
+    serve: Callable[[Reply], RawServer], poster_for: PosterFor
+) -> None:
     def hang(conn: socket.socket, request: bytes) -> bool:
         time.sleep(1.0)
         return False
@@ -195,7 +256,16 @@ def test_no_answer_in_time_is_a_timeout(serve: Callable[[Reply], RawServer]) -> 
     assert outcome[0] is TransportError.TIMEOUT
 
 
-def test_a_refused_connection_is_not_a_duplicate() -> None:
+def test_a_request_the_server_never_reads_is_not_a_duplicate(poster_for: PosterFor) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # connects, never accepted
+        poster = poster_for(listener.getsockname()[1])
+        outcome = poster.post(batch(b"x" * 32_000_000, timeout=0.5))  # more than buffers hold
+    assert isinstance(outcome, tuple)
+    assert outcome[0] is TransportError.OTHER
+    assert not outcome[0].maybe_processed
+
+
+def test_a_refused_connection_is_not_a_duplicate(poster_for: PosterFor) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -205,14 +275,18 @@ def test_a_refused_connection_is_not_a_duplicate() -> None:
     assert not outcome[0].maybe_processed
 
 
+@pytest.mark.parametrize("dispatcher_class", [ThreadDispatcher, AsyncioDispatcher])
 def test_a_proxy_of_the_environment_is_honoured(
-    serve: Callable[[Reply], RawServer], monkeypatch: pytest.MonkeyPatch
+    serve: Callable[[Reply], RawServer],
+    monkeypatch: pytest.MonkeyPatch,
+    dispatcher_class: type[ThreadDispatcher | AsyncioDispatcher],
 ) -> None:
     proxy = serve(ok)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    dispatcher = ThreadDispatcher(TrackingConfig(url="http://matomo.invalid", batch_max_age=0.01))
+    config = TrackingConfig(url="http://matomo.invalid", batch_max_age=0.01)
+    dispatcher = dispatcher_class(config)
     try:
         dispatcher.submit(Hit({"idsite": "1", "rec": "1", "url": "http://shop.test/"}, time.time()))
         assert dispatcher.flush(5)
