@@ -9,6 +9,9 @@ import asyncio
 import contextlib
 import select
 import ssl
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import h11
@@ -26,6 +29,8 @@ from matomo_tracking.delivery_queue import Batch, Outcome
 from matomo_tracking.wire import BULK_HEADERS
 
 __all__ = ["LeanAsyncPoster"]
+
+_T = TypeVar("_T")
 
 _CHUNK = 64 * 1024
 # The User-Agent httpx sends, sent here too: Matomo records a hit without ``ua`` with the bulk
@@ -63,11 +68,13 @@ class _Connection:
             here = asyncio.get_running_loop() is self.loop
         except RuntimeError:  # no loop runs in this thread
             here = False
+        # abort: at once, without TLS's close_notify exchange (that could outlive the loop)
+        close = self.writer.transport.abort
         with contextlib.suppress(RuntimeError):  # its loop is closed: nothing can close it
             if here:
-                self.writer.close()
+                close()
             else:
-                self.loop.call_soon_threadsafe(self.writer.close)
+                self.loop.call_soon_threadsafe(close)
 
 
 class LeanAsyncPoster:
@@ -105,9 +112,7 @@ class LeanAsyncPoster:
             conn = await self._take(batch.timeout)
             conn.sent = False
             try:
-                answer, reusable = await asyncio.wait_for(
-                    self._exchange(conn, batch.body), batch.timeout
-                )
+                answer, reusable = await _within(self._exchange(conn, batch.body), batch.timeout)
             except asyncio.TimeoutError as exc:
                 if conn.sent:
                     raise  # no answer in time (the core's TIMEOUT)
@@ -183,3 +188,14 @@ class LeanAsyncPoster:
     async def close(self) -> None:
         """Close the idle connections."""
         self.forget()
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(work: Coroutine[Any, Any, _T], seconds: float) -> _T:
+        """``work``'s result, or TimeoutError after ``seconds``."""
+        async with asyncio.timeout(seconds):  # no task per call as wait_for (19 → 7 µs on 3.11)
+            return await work
+
+else:  # pragma: no cover - Python 3.10
+    _within = asyncio.wait_for

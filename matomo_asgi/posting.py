@@ -1,4 +1,5 @@
-"""How the asyncio executor POSTs a batch: ``httpx.AsyncClient``, yours (``http_client``) or
+"""How the asyncio executor POSTs a batch when you give an ``http_client`` or a proxy of the
+environment applies to the endpoint (else ``lean_posting``): ``httpx.AsyncClient``, yours or
 clients made here per event loop, one keep-alive connection each and one per batch in
 flight, reading at most the core's cap of each answer and never following a redirect."""
 

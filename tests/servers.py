@@ -56,6 +56,23 @@ def require_command(name: str) -> str:
     return path
 
 
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (made by ``openssl`` in ``folder``):
+    the certificate's and the key's files."""
+    openssl = require_command("openssl")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 class ServerProcess:
     """A server subprocess bound to 127.0.0.1:port; stopped (SIGTERM, then SIGKILL) on exit.
 

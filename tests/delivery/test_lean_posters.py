@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,6 +26,7 @@ from matomo_tracking.delivery_queue import Batch, Outcome
 from matomo_tracking.hits import Hit
 from matomo_wsgi import ThreadDispatcher
 from matomo_wsgi.poster import LeanPoster
+from tests.servers import self_signed_certificate
 
 Reply = Callable[[socket.socket, bytes], bool]  # answer one request; False: close after
 
@@ -32,19 +35,22 @@ class RawServer:
     """Accepts connections on 127.0.0.1 and answers each request read with ``reply``;
     records every request (head and body) it read in full."""
 
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: Reply, tls: ssl.SSLContext | None = None) -> None:
         self.reply = reply
         self.requests: list[bytes] = []
         self.connections = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.port = listener.getsockname()[1]
+        self._listener = tls.wrap_socket(listener, server_side=True) if tls else listener
         self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
         while True:
             try:
-                conn, _ = self._listener.accept()
+                conn, _ = self._listener.accept()  # and the TLS handshake, with ``tls``
+            except ssl.SSLError:
+                continue  # the client refused the certificate
             except OSError:
                 return
             self.connections += 1
@@ -95,11 +101,11 @@ def ok(conn: socket.socket, request: bytes) -> bool:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Reply], RawServer]]:
+def serve() -> Iterator[Callable[..., RawServer]]:
     servers: list[RawServer] = []
 
-    def start(reply: Reply) -> RawServer:
-        servers.append(RawServer(reply))
+    def start(reply: Reply, tls: ssl.SSLContext | None = None) -> RawServer:
+        servers.append(RawServer(reply, tls))
         return servers[-1]
 
     yield start
@@ -111,8 +117,8 @@ class Poster:
     """A lean poster driven from the test's thread: the thread one as it is, the asyncio one
     on an event loop of its own (the same loop for every batch, as its worker's)."""
 
-    def __init__(self, kind: str, port: int) -> None:
-        config = TrackingConfig(url=f"http://127.0.0.1:{port}", connect_timeout=1.0)
+    def __init__(self, kind: str, port: int, scheme: str) -> None:
+        config = TrackingConfig(url=f"{scheme}://127.0.0.1:{port}", connect_timeout=1.0)
         self._thread = LeanPoster(config) if kind == "thread" else None
         self._asyncio = LeanAsyncPoster(config) if kind == "asyncio" else None
         self._loop = asyncio.new_event_loop()
@@ -138,7 +144,7 @@ class Poster:
         self._loop.close()
 
 
-PosterFor = Callable[[int], Poster]
+PosterFor = Callable[..., Poster]
 
 
 @pytest.fixture(params=["thread", "asyncio"])
@@ -146,8 +152,8 @@ def poster_for(request: pytest.FixtureRequest) -> Iterator[PosterFor]:
     """Makes the lean poster of each executor for a port (closed after the test)."""
     posters: list[Poster] = []
 
-    def make(port: int) -> Poster:
-        posters.append(Poster(request.param, port))
+    def make(port: int, scheme: str = "http") -> Poster:
+        posters.append(Poster(request.param, port, scheme))
         return posters[-1]
 
     yield make
@@ -160,7 +166,7 @@ def batch(body: bytes = b'{"requests":["?idsite=1&rec=1"]}', timeout: float = 2.
 
 
 def test_keep_alive_is_reused_and_headers_are_the_bulk_ones(
-    serve: Callable[[Reply], RawServer], poster_for: PosterFor
+    serve: Callable[..., RawServer], poster_for: PosterFor
 ) -> None:
     server = serve(ok)
     poster = poster_for(server.port)
@@ -181,7 +187,7 @@ def test_keep_alive_is_reused_and_headers_are_the_bulk_ones(
 
 @pytest.mark.parametrize("looking", [True, False], ids=["loop-saw-it", "loop-asleep"])
 def test_a_connection_closed_while_idle_is_replaced_and_the_batch_sent_once(
-    serve: Callable[[Reply], RawServer], poster_for: PosterFor, looking: bool
+    serve: Callable[..., RawServer], poster_for: PosterFor, looking: bool
 ) -> None:
     server = serve(ok)
     poster = poster_for(server.port)
@@ -197,9 +203,7 @@ def test_a_connection_closed_while_idle_is_replaced_and_the_batch_sent_once(
     poster.close()
 
 
-def test_a_chunked_answer_is_read(
-    serve: Callable[[Reply], RawServer], poster_for: PosterFor
-) -> None:
+def test_a_chunked_answer_is_read(serve: Callable[..., RawServer], poster_for: PosterFor) -> None:
     def chunked(conn: socket.socket, request: bytes) -> bool:
         conn.sendall(
             b"HTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\nRETRY-after: 7\r\n\r\n"
@@ -213,9 +217,7 @@ def test_a_chunked_answer_is_read(
     poster.close()
 
 
-def test_a_huge_answer_is_capped(
-    serve: Callable[[Reply], RawServer], poster_for: PosterFor
-) -> None:
+def test_a_huge_answer_is_capped(serve: Callable[..., RawServer], poster_for: PosterFor) -> None:
     def huge(conn: socket.socket, request: bytes) -> bool:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
         with contextlib.suppress(OSError):
@@ -228,7 +230,7 @@ def test_a_huge_answer_is_capped(
 
 
 def test_a_cut_answer_may_have_been_processed(
-    serve: Callable[[Reply], RawServer], poster_for: PosterFor
+    serve: Callable[..., RawServer], poster_for: PosterFor
 ) -> None:
     def cut(conn: socket.socket, request: bytes) -> bool:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
@@ -245,7 +247,7 @@ def test_a_cut_answer_may_have_been_processed(
 
 
 def test_no_answer_in_time_is_a_timeout(
-    serve: Callable[[Reply], RawServer], poster_for: PosterFor
+    serve: Callable[..., RawServer], poster_for: PosterFor
 ) -> None:
     def hang(conn: socket.socket, request: bytes) -> bool:
         time.sleep(1.0)
@@ -275,9 +277,34 @@ def test_a_refused_connection_is_not_a_duplicate(poster_for: PosterFor) -> None:
     assert not outcome[0].maybe_processed
 
 
+def test_https_trusts_what_httpx_trusts(
+    serve: Callable[..., RawServer],
+    poster_for: PosterFor,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server = serve(ok, tls)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    outcome = poster_for(server.port, "https").post(batch())  # httpx's CA bundle: not trusted
+    assert isinstance(outcome, tuple)
+    assert outcome[0] is TransportError.CONNECT
+    assert server.requests == []  # nothing was sent over the refused channel
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # which httpx's context then trusts
+    poster = poster_for(server.port, "https")
+    assert isinstance(poster.post(batch()), Answer)
+    assert isinstance(poster.post(batch()), Answer)
+    assert len(server.requests) == 2
+    assert server.connections == 1  # kept alive (the refused handshake never became one)
+
+
 @pytest.mark.parametrize("dispatcher_class", [ThreadDispatcher, AsyncioDispatcher])
 def test_a_proxy_of_the_environment_is_honoured(
-    serve: Callable[[Reply], RawServer],
+    serve: Callable[..., RawServer],
     monkeypatch: pytest.MonkeyPatch,
     dispatcher_class: type[ThreadDispatcher | AsyncioDispatcher],
 ) -> None:

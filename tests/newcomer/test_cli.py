@@ -23,7 +23,7 @@ import pytest
 from matomo_tracking.testing import Collector, CollectorServer
 from matomo_wsgi.cli import check, main
 from tests.sentinel import SENTINEL_TOKEN
-from tests.servers import BIN, ROOT, ServerProcess, free_port, require_command
+from tests.servers import BIN, ROOT, ServerProcess, free_port, self_signed_certificate
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
 
@@ -191,19 +191,7 @@ def test_name_resolution_failure_is_fast(capsys: pytest.CaptureFixture[str]) -> 
 @pytest.fixture(scope="module")
 def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 signed by its own key (made by ``openssl``)."""
-    openssl = require_command("openssl")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
 def test_tls_error_self_signed_certificate(
