@@ -156,7 +156,9 @@ class LeanAsyncPoster:
                     return Answer.of(status, buffer.body, answer_headers), False
             elif isinstance(event, h11.EndOfMessage):
                 break
-            # else an informational answer (100 Continue): the real one follows
+            elif not isinstance(event, h11.InformationalResponse):  # never spin on PAUSED
+                raise h11.RemoteProtocolError(f"unexpected {event!r} before the answer's end")
+            # an informational answer (100 Continue): the real one follows
         reusable = http.our_state is h11.DONE and http.their_state is h11.DONE
         if reusable:
             http.start_next_cycle()

@@ -217,6 +217,18 @@ def test_a_chunked_answer_is_read(serve: Callable[..., RawServer], poster_for: P
     poster.close()
 
 
+def test_an_informational_answer_is_skipped(
+    serve: Callable[..., RawServer], poster_for: PosterFor
+) -> None:
+    def continued(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    poster = poster_for(serve(continued).port)
+    assert poster.post(batch()) == Answer(200, b"ok")
+    assert poster.post(batch()) == Answer(200, b"ok")
+
+
 def test_a_huge_answer_is_capped(serve: Callable[..., RawServer], poster_for: PosterFor) -> None:
     def huge(conn: socket.socket, request: bytes) -> bool:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
