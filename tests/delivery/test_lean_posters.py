@@ -203,30 +203,31 @@ def test_a_connection_closed_while_idle_is_replaced_and_the_batch_sent_once(
     poster.close()
 
 
-def test_a_chunked_answer_is_read(serve: Callable[..., RawServer], poster_for: PosterFor) -> None:
-    def chunked(conn: socket.socket, request: bytes) -> bool:
-        conn.sendall(
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
             b"HTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\nRETRY-after: 7\r\n\r\n"
-            b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
-        )
-        return True
-
-    poster = poster_for(serve(chunked).port)
-    assert poster.post(batch()) == Answer(429, b"abcde", retry_after="7")
-    assert poster.post(batch()) == Answer(429, b"abcde", retry_after="7")  # still in step
-    poster.close()
-
-
-def test_an_informational_answer_is_skipped(
-    serve: Callable[..., RawServer], poster_for: PosterFor
+            b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            Answer(429, b"abcde", retry_after="7"),
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            Answer(200, b"ok"),
+        ),
+    ],
+    ids=["chunked", "informational-first"],
+)
+def test_an_answer_is_read_as_it_is_framed(
+    serve: Callable[..., RawServer], poster_for: PosterFor, raw: bytes, expected: Answer
 ) -> None:
-    def continued(conn: socket.socket, request: bytes) -> bool:
-        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    def reply(conn: socket.socket, request: bytes) -> bool:
+        conn.sendall(raw)
         return True
 
-    poster = poster_for(serve(continued).port)
-    assert poster.post(batch()) == Answer(200, b"ok")
-    assert poster.post(batch()) == Answer(200, b"ok")
+    poster = poster_for(serve(reply).port)
+    assert poster.post(batch()) == expected
+    assert poster.post(batch()) == expected  # still in step
 
 
 def test_a_huge_answer_is_capped(serve: Callable[..., RawServer], poster_for: PosterFor) -> None:
