@@ -324,6 +324,21 @@ def tricks(number: int = 20_000) -> dict[str, Any]:
             lambda: known.get(("198.51.0.1", _ua(0), 1, "2026-12-02")),
             lambda: salted_visitor_id(b"salt", "198.51.0.1", _ua(0), 1, "2026-12-02"),
         ),
+        "request view (positional / keyword arguments)": (
+            lambda: RequestView("GET", "http", "/", "/", "", {}, None, None, "", None),
+            lambda: RequestView(
+                method="GET",
+                scheme="http",
+                path="/",
+                url_path="/",
+                query_string="",
+                headers={},
+                client=None,
+                server=None,
+                root_path="",
+                source=None,
+            ),
+        ),
         "_pk_id cookie (fast path / SimpleCookie)": (
             lambda: pk_visitor_id(cookie, 1),
             cookie_slow,

@@ -87,6 +87,11 @@ class Filters:
         """Why ``request`` is not tracked, or None. ``sample`` is a uniform draw in [0, 1)."""
         if self.skip_path(request.method, request.path):
             return "path"
+        return self.skip_visitor(request, sample)
+
+    def skip_visitor(self, request: RequestView, sample: float) -> str | None:
+        """``skip_request`` without the path and method (checked already): why the visitor's
+        request is not tracked (agent, bot, privacy signal, sampling), or None."""
         headers = request.headers
         if self._agents is not None or self._bots:
             agent = headers.get("user-agent", "")

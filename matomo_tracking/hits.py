@@ -136,8 +136,11 @@ class HitBuilder:
 
     def origin(self, request: RequestView) -> Origin:
         """Client IP, scheme and host after proxy resolution and host pinning."""
+        origin = self.proxies.resolve(request)
         config = self.config
-        return pin_host(self.proxies.resolve(request), config.base_url, config.allowed_hosts)
+        if config.base_url is None and not config.allowed_hosts:
+            return origin  # nothing to pin
+        return pin_host(origin, config.base_url, config.allowed_hosts)
 
     def redacts(self, name: str) -> bool:
         """Whether the ``redact_query`` hook redacts parameter ``name`` (True if it raises)."""

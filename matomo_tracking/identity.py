@@ -38,11 +38,11 @@ class RandomSource(Protocol):
 def new_page_view_id(rng: RandomSource) -> str:
     """A fresh 6-character ``[0-9a-zA-Z]`` page-view id."""
     n = rng.getrandbits(36)
-    digits = []
+    text = ""
     for _ in range(6):  # least significant digit first
-        n, digit = divmod(n, 62)
-        digits.append(_BASE62[digit])
-    return "".join(digits)
+        text += _BASE62[n % 62]
+        n //= 62
+    return text
 
 
 class Identity:

@@ -201,7 +201,7 @@ def request_from_asgi(scope: Mapping[str, Any]) -> RequestView:
         # trust it only if it decodes, as servers decode it, to the path the server gave us.
         raw = raw_path.split(b"?", 1)[0].decode("latin-1")
         if _RAW_PATH.fullmatch(raw):
-            decoded = unquote(raw, errors="replace")
+            decoded = unquote(raw, errors="replace") if "%" in raw else raw
             if decoded == full_path:
                 url_path = raw
             elif root_path and decoded == app_path:
@@ -220,18 +220,13 @@ def request_from_asgi(scope: Mapping[str, Any]) -> RequestView:
     )
 
     method = scope.get("method")
+    method = method.upper() if isinstance(method, str) else "GET"
     scheme = scope.get("scheme")
+    scheme = scheme if scheme in ("http", "https") else ("https" if scheme == "wss" else "http")
+    server = _server(scope.get("server"))
+    # In field order: keyword arguments to a class cost a dict per call (bench/micro.py).
     return RequestView(
-        method=method.upper() if isinstance(method, str) else "GET",
-        scheme=scheme if scheme in ("http", "https") else ("https" if scheme == "wss" else "http"),
-        path=app_path,
-        url_path=url_path,
-        query_string=query_string,
-        headers=headers,
-        client=peer,
-        server=_server(scope.get("server")),
-        root_path=root_path,
-        source=scope,
+        method, scheme, app_path, url_path, query_string, headers, peer, server, root_path, scope
     )
 
 
@@ -303,7 +298,7 @@ def request_from_wsgi(environ: Mapping[str, Any]) -> RequestView:
         # client's percent-encoding; used only when it decodes to the same bytes.
         raw = raw_uri.split("?", 1)[0]
         if _RAW_PATH.fullmatch(raw):
-            decoded = unquote_to_bytes(raw)
+            decoded = unquote_to_bytes(raw) if "%" in raw else raw.encode("ascii")
             if decoded == full_raw:
                 url_path = raw
             elif script_raw and decoded == (info_raw or b"/"):
@@ -327,16 +322,20 @@ def request_from_wsgi(environ: Mapping[str, Any]) -> RequestView:
         server = (server_name, port)
 
     method = environ.get("REQUEST_METHOD")
+    method = method.upper() if isinstance(method, str) and method else "GET"
     scheme = environ.get("wsgi.url_scheme")
+    scheme = scheme if scheme in ("http", "https") else "http"
+    client = peer if isinstance(peer, str) and peer else None
+    # In field order: keyword arguments to a class cost a dict per call (bench/micro.py).
     return RequestView(
-        method=method.upper() if isinstance(method, str) and method else "GET",
-        scheme=scheme if scheme in ("http", "https") else "http",
-        path=app_path,
-        url_path=url_path,
-        query_string=query_string,
-        headers=headers,
-        client=peer if isinstance(peer, str) and peer else None,
-        server=server,
-        root_path=script_name,
-        source=environ,
+        method,
+        scheme,
+        app_path,
+        url_path,
+        query_string,
+        headers,
+        client,
+        server,
+        script_name,
+        environ,
     )
