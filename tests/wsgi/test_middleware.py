@@ -168,6 +168,17 @@ def test_non_ascii_paths_are_filtered_on_their_decoded_form(
     assert [h["action_name"] for h in collector.hits] == ["/cafe"]
 
 
+def test_paths_without_a_leading_slash_are_filtered_as_the_view_roots_them(
+    track: Track, collector: Collector
+) -> None:
+    # The early check sees PATH_INFO as given ("health"); the view's path is "/health".
+    tracked = track(hello, ignore_paths=["/health"], ignore_patterns=[r"/static/.*"])
+    Server().run(tracked, environ_for("health"))
+    Server().run(tracked, environ_for("static/app.js"))
+    Server().run(tracked, environ_for("healthy"))
+    assert [h["action_name"] for h in collector.hits] == ["/healthy"]
+
+
 # -- the per-request context --------------------------------------------------------------
 def test_the_context_shapes_the_hits(track: Track, collector: Collector) -> None:
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
