@@ -17,16 +17,9 @@ from typing import Any
 
 from matomo_tracking.spool import Spool, SpoolWork
 
-__all__ = ["JournalRounds", "sooner"]
+__all__ = ["JournalRounds"]
 
 logger = logging.getLogger("matomo_asgi.dispatcher")
-
-
-def sooner(seconds: float | None, other: float | None) -> float | None:
-    """The shorter of two waits (None: no limit)."""
-    if seconds is None or (other is not None and other < seconds):
-        return other
-    return seconds
 
 
 class JournalRounds:

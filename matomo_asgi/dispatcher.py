@@ -13,19 +13,17 @@ import os
 import random
 import threading
 import time
-import urllib.request
 from collections.abc import Coroutine
 from typing import Any
 
 import httpx
 
-from matomo_asgi._journaling import JournalRounds, sooner
-from matomo_asgi.lean_posting import LeanAsyncPoster
-from matomo_asgi.posting import AsyncHttpPoster
+from matomo_asgi._journaling import JournalRounds
+from matomo_asgi._waiting import running_loop, sooner, woken
+from matomo_asgi.posting import poster_for
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery_queue import Admission, Batch, DeliveryQueue
 from matomo_tracking.dispatcher import QueueBackedDispatcher
-from matomo_tracking.env_proxy import proxy_applies
 from matomo_tracking.hits import Hit
 from matomo_tracking.spool import open_journal, spool_for
 from matomo_tracking.wire import encode_hit
@@ -66,17 +64,11 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         self._rng = random.Random()
         spool = spool_for(self._journal, self._queue, self._rng.getrandbits(63) | 1)
         self._journaling = spool and JournalRounds(spool, self._lock)
-        self._poster = self._new_poster()  # no parent's connections
+        self._poster = poster_for(self.config, self._http_client)  # no parent's connections
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._progress: asyncio.Event | None = None
-
-    def _new_poster(self) -> LeanAsyncPoster | AsyncHttpPoster:
-        proxies = urllib.request.getproxies_environment()
-        if self._http_client is None and not proxy_applies(self.config.endpoint, proxies):
-            return LeanAsyncPoster(self.config)  # a quarter of httpx's CPU per POST
-        return AsyncHttpPoster(self.config, self._http_client)
 
     def __repr__(self) -> str:
         return f"AsyncioDispatcher(endpoint={self.config.endpoint!r}, pending={self.pending})"
@@ -112,7 +104,7 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         self._ensure_worker(True, take_over=True)
 
     def _ensure_worker(self, wake: bool, *, take_over: bool = False) -> None:
-        running, loop = _running_loop(), self._loop
+        running, loop = running_loop(), self._loop
         if take_over and running is not None and running is not loop:
             self._start_worker(running)  # start() on this loop: the worker lives here now
         elif running is not None and running is loop:
@@ -156,7 +148,7 @@ class AsyncioDispatcher(QueueBackedDispatcher):
                     task.add_done_callback(senders.discard)
                     continue
                 progress.set()  # a deadline may have settled hits
-                await _woken(wakeup, sooner(step.seconds, journal))
+                await woken(wakeup, sooner(step.seconds, journal))
         finally:
             for task in senders:
                 task.cancel()
@@ -225,7 +217,7 @@ class AsyncioDispatcher(QueueBackedDispatcher):
             if progress is None:  # the worker is on another loop: look again soon
                 await asyncio.sleep(min(_POLL, remaining))
             else:
-                await _woken(progress, remaining)
+                await woken(progress, remaining)
 
     def flush(self, timeout: float | None = None) -> bool:
         """``aflush`` from a thread that runs no event loop (blocking it)."""
@@ -236,7 +228,7 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         return self._blocking(self.aclose(timeout), self._seconds(timeout))
 
     def _blocking(self, work: Coroutine[Any, Any, bool], timeout: float) -> bool:
-        if _running_loop() is not None:  # waiting here would block this loop (and its worker)
+        if running_loop() is not None:  # waiting here would block this loop (and its worker)
             work.close()
             logger.warning("matomo: flush()/close() called on an event loop: await aflush()")
             return False
@@ -244,23 +236,3 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         if loop is not None and loop.is_running():  # the worker's loop, in another thread
             return asyncio.run_coroutine_threadsafe(work, loop).result(timeout + 5.0)
         return asyncio.run(work)  # no loop runs the worker: deliver on a loop of our own
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-async def _woken(event: asyncio.Event, seconds: float | None) -> None:
-    """Wait until ``event`` is set, at most ``seconds`` (a cancellation is never swallowed,
-    as ``asyncio.wait_for`` may do on Python < 3.12 when both happen at once)."""
-    if seconds is None:
-        await event.wait()
-        return
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({waiter}, timeout=seconds)
-    finally:
-        waiter.cancel()

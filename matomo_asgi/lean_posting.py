@@ -56,11 +56,14 @@ class _Connection:
         if self.writer.is_closing() or self.reader.at_eof():
             return True
         sock = self.writer.get_extra_info("socket")
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
+        try:  # poll: select cannot watch a descriptor numbered 1024 or more (Windows: select)
+            ready = select.poll() if hasattr(select, "poll") else None
+            if ready is None:
+                return bool(select.select([sock], [], [], 0)[0])
+            ready.register(sock, select.POLLIN)
+            return bool(ready.poll(0))
         except (OSError, ValueError, TypeError):
             return True
-        return bool(readable)
 
     def close(self) -> None:
         """Close it on its loop (from another loop or thread: there, if it still runs)."""

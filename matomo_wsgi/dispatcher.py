@@ -19,8 +19,8 @@ from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery_queue import Batch, Outcome
 from matomo_tracking.env_proxy import proxy_applies
 from matomo_tracking.wire import BULK_HEADERS
-from matomo_wsgi.executor import Poster, ThreadExecutor, close_all
-from matomo_wsgi.poster import LeanPoster
+from matomo_wsgi.executor import ThreadExecutor, close_all
+from matomo_wsgi.poster import LeanPoster, Poster
 
 __all__ = ["HttpPoster", "ThreadDispatcher", "close_all"]
 

@@ -13,16 +13,16 @@ import os
 import random
 import threading
 import time
-from typing import Protocol
 
 from matomo_tracking.config import TrackingConfig
-from matomo_tracking.delivery_queue import Admission, Batch, DeliveryQueue, Outcome
+from matomo_tracking.delivery_queue import Admission, Batch, DeliveryQueue
 from matomo_tracking.dispatcher import QueueBackedDispatcher
 from matomo_tracking.hits import Hit
 from matomo_tracking.spool import open_journal, spool_for
 from matomo_tracking.wire import encode_hit
 from matomo_wsgi._journaling import JournalThread
 from matomo_wsgi._process_exit import close_all, close_at_child_exit, forget, watch
+from matomo_wsgi.poster import Poster
 
 __all__ = ["Poster", "ThreadExecutor", "close_all"]
 
@@ -32,19 +32,6 @@ logger = logging.getLogger("matomo_wsgi.dispatcher")
 _SENDER_IDLE = 60.0
 #: Seconds between two looks at the queue when delivering from the caller's thread.
 _INLINE_POLL = 0.01
-
-
-class Poster(Protocol):
-    """Performs one batch for a ``ThreadExecutor`` (from any of its threads)."""
-
-    def post(self, batch: Batch) -> Outcome:
-        """Deliver ``batch`` (never raising); how it ended."""
-
-    def reset(self) -> None:
-        """Forget connections inherited over a fork."""
-
-    def close(self) -> None:
-        """Release connections (the executor is closed)."""
 
 
 class ThreadExecutor(QueueBackedDispatcher):

@@ -1,4 +1,5 @@
-"""The thread dispatcher's default poster: each batch POSTed with the standard library's
+"""What a ``ThreadExecutor`` performs its batches with (``Poster``), and the thread
+dispatcher's default poster: each batch POSTed with the standard library's
 ``http.client`` over one keep-alive connection per batch in flight (reused from batch to
 batch), about a third of httpx's CPU per POST. Used when no proxy of the environment applies
 to the endpoint (else httpx, which honours them, posts)."""
@@ -10,6 +11,7 @@ import logging
 import select
 import ssl
 import threading
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,7 +27,7 @@ from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery_queue import Batch, Outcome
 from matomo_tracking.wire import BULK_HEADERS
 
-__all__ = ["LeanPoster"]
+__all__ = ["LeanPoster", "Poster"]
 
 logger = logging.getLogger("matomo_wsgi.dispatcher")
 
@@ -33,6 +35,19 @@ _CHUNK = 64 * 1024
 # The User-Agent httpx sends, sent here too: Matomo records a hit without ``ua`` with the bulk
 # request's own User-Agent, so what it records stays the same whichever poster sends.
 _USER_AGENT = f"python-httpx/{httpx.__version__}"
+
+
+class Poster(Protocol):
+    """Performs one batch for a ``ThreadExecutor`` (from any of its threads)."""
+
+    def post(self, batch: Batch) -> Outcome:
+        """Deliver ``batch`` (never raising); how it ended."""
+
+    def reset(self) -> None:
+        """Forget connections inherited over a fork."""
+
+    def close(self) -> None:
+        """Release connections (the executor is closed)."""
 
 
 class LeanPoster:
@@ -146,7 +161,10 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
     if sock is None:
         return True
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        if not hasattr(select, "poll"):  # Windows, where select's limit is a count
+            return bool(select.select([sock], [], [], 0)[0])
+        poller = select.poll()  # select cannot watch a descriptor numbered 1024 or more
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)

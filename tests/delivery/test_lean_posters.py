@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import resource
 import socket
 import ssl
 import threading
@@ -183,6 +185,26 @@ def test_keep_alive_is_reused_and_headers_are_the_bulk_ones(
         b"user-agent: " + httpx.Client().headers["user-agent"].lower().encode(),
     ]
     poster.close()
+
+
+def test_a_connection_on_a_descriptor_above_1024_is_kept_alive(
+    serve: Callable[..., RawServer], poster_for: PosterFor
+) -> None:
+    # select() cannot watch a descriptor numbered 1024 or more: a busy server has them
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"needs 1,200 open files, the limit here is {soft}")
+    server = serve(ok)
+    poster = poster_for(server.port)
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        for _ in range(3):
+            assert isinstance(poster.post(batch()), Answer)
+        assert server.connections == 1
+    finally:
+        poster.close()
+        for fd in held:
+            os.close(fd)
 
 
 @pytest.mark.parametrize("looking", [True, False], ids=["loop-saw-it", "loop-asleep"])
