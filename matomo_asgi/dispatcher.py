@@ -21,7 +21,7 @@ import httpx
 from matomo_asgi._journaling import JournalRounds
 from matomo_asgi._waiting import running_loop, sooner, woken
 from matomo_asgi.posting import poster_for
-from matomo_tracking.config import TrackingConfig
+from matomo_tracking.config import TrackingConfig, masked_url
 from matomo_tracking.delivery_queue import Admission, Batch, DeliveryQueue
 from matomo_tracking.dispatcher import QueueBackedDispatcher
 from matomo_tracking.hits import Hit
@@ -71,7 +71,8 @@ class AsyncioDispatcher(QueueBackedDispatcher):
         self._progress: asyncio.Event | None = None
 
     def __repr__(self) -> str:
-        return f"AsyncioDispatcher(endpoint={self.config.endpoint!r}, pending={self.pending})"
+        endpoint = masked_url(self.config.endpoint)
+        return f"AsyncioDispatcher(endpoint={endpoint!r}, pending={self.pending})"
 
     # -- submitting ------------------------------------------------------------------------
     def submit(self, hit: Hit) -> bool:

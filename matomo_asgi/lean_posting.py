@@ -26,7 +26,7 @@ from matomo_tracking.answers import (
 )
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery_queue import Batch, Outcome
-from matomo_tracking.wire import BULK_HEADERS
+from matomo_tracking.wire import bulk_headers
 
 __all__ = ["LeanAsyncPoster"]
 
@@ -100,7 +100,10 @@ class LeanAsyncPoster:
         if self._port != default:
             host += b":%d" % self._port
         self._headers = [
-            *((name.encode(), value.encode()) for name, value in BULK_HEADERS.items()),
+            *(
+                (name.encode(), value.encode())
+                for name, value in bulk_headers(config.endpoint).items()
+            ),
             (b"User-Agent", _USER_AGENT.encode()),
             (b"Host", host),
         ]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from typing_extensions import Required
@@ -22,6 +22,7 @@ __all__ = [
     "TrackingConfig",
     "TrackingOptions",
     "endpoint_url",
+    "masked_url",
 ]
 
 BotMode = Literal["exclude", "visits", "bot-reports"]
@@ -70,7 +71,18 @@ def endpoint_url(url: str) -> str:
     return base + "matomo.php"
 
 
+def masked_url(url: str) -> str:
+    """``url`` as reprs and logs show it: the password of credentials in it as ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.netloc.rpartition("@")[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}"))
+
+
 def _fail(key: str, value: object, accepted: str, *, hidden: bool = False) -> ValueError:
+    if isinstance(value, str) and key in ("url", "base_url"):
+        value = masked_url(value)
     shown = "'***'" if hidden or key in ("token_auth", "visitor_salt") else repr(value)
     return ValueError(f"{key}={shown} is invalid: expected {accepted}")
 
@@ -80,7 +92,8 @@ class TrackingConfig:
     """Everything the middleware, trackers and dispatchers are configured with.
 
     Every value is checked at construction; a bad one raises ``ValueError`` naming the key,
-    the value and what is accepted. ``token_auth`` is masked in ``repr``.
+    the value and what is accepted. ``token_auth`` is left out of ``repr``, and a password in
+    ``url`` masked.
     """
 
     url: str
@@ -253,6 +266,14 @@ class TrackingConfig:
                 "spool=... and sync_mode=True contradict each other: sync_mode sends each hit "
                 "inline, a journal keeps hits for the background (or an external sender)"
             )
+
+    def __repr__(self) -> str:  # the dataclass's own, with a password in ``url`` masked
+        shown = (
+            f"{f.name}={masked_url(self.url) if f.name == 'url' else getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.repr
+        )
+        return f"TrackingConfig({', '.join(shown)})"
 
     @property
     def endpoint(self) -> str:

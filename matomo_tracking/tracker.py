@@ -20,7 +20,7 @@ from matomo_tracking.actions import (
     custom_variables_json,
 )
 from matomo_tracking.client_hints import ClientHints
-from matomo_tracking.config import TrackingConfig
+from matomo_tracking.config import TrackingConfig, masked_url
 from matomo_tracking.delivery import DispatchStats
 from matomo_tracking.dispatcher import Dispatcher
 from matomo_tracking.fields import (
@@ -168,7 +168,8 @@ class BaseTracker:
         self._site = config.site_id
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(url={self.config.url!r}, site_id={self.config.site_id!r})"
+        url = masked_url(self.config.url)
+        return f"{type(self).__name__}(url={url!r}, site_id={self.config.site_id!r})"
 
     def _submit(self, hit: Hit) -> bool:
         if self._dispatcher is None:

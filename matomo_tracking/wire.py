@@ -8,17 +8,31 @@ arrive (verified on Matomo 5.0.2).
 
 from __future__ import annotations
 
+import base64
 import json
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 from matomo_tracking.hits import Hit
 
-__all__ = ["BULK_HEADERS", "EncodedHit", "bulk_body", "encode_hit", "visitor_key"]
+__all__ = ["BULK_HEADERS", "EncodedHit", "bulk_body", "bulk_headers", "encode_hit", "visitor_key"]
 
 #: Headers of every bulk POST.
 BULK_HEADERS = {"Content-Type": "application/json"}
+
+
+def bulk_headers(endpoint: str) -> dict[str, str]:
+    """The headers of a bulk POST to ``endpoint``: ``BULK_HEADERS`` and, when the URL holds
+    credentials (a Matomo behind HTTP basic auth), their ``Authorization``, as httpx sends it
+    (user and password percent-decoded, UTF-8)."""
+    parts = urlsplit(endpoint)
+    if parts.username is None and parts.password is None:
+        return dict(BULK_HEADERS)
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+    return {**BULK_HEADERS, "Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 

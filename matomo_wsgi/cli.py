@@ -15,7 +15,7 @@ from typing import TextIO, cast
 
 import httpx
 
-from matomo_tracking.config import TrackingConfig
+from matomo_tracking.config import TrackingConfig, masked_url
 from matomo_tracking.hits import Hit
 from matomo_tracking.wire import BULK_HEADERS, bulk_body, encode_hit
 
@@ -128,7 +128,7 @@ def check(
         # confirmed by Matomo rather than assumed (192.0.2.1 is a documentation address).
         params["cip"] = "192.0.2.1"
     body = bulk_body([encode_hit(Hit(params, now))], token_auth=config.token_auth, now=now)
-    print(f"Sending one test hit for site {site_id} to {endpoint}", file=out)
+    print(f"Sending one test hit for site {site_id} to {masked_url(endpoint)}", file=out)
     own = client is None
     http = client if client is not None else httpx.Client(timeout=timeout)
     try:

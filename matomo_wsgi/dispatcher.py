@@ -15,7 +15,7 @@ import urllib.request
 import httpx
 
 from matomo_tracking.answers import Answer, AnswerBuffer, TransportError, transport_error
-from matomo_tracking.config import TrackingConfig
+from matomo_tracking.config import TrackingConfig, masked_url
 from matomo_tracking.delivery_queue import Batch, Outcome
 from matomo_tracking.env_proxy import proxy_applies
 from matomo_tracking.wire import BULK_HEADERS
@@ -149,4 +149,5 @@ class ThreadDispatcher(ThreadExecutor):
         super().__init__(config, poster)
 
     def __repr__(self) -> str:
-        return f"ThreadDispatcher(endpoint={self.config.endpoint!r}, closed={self.closed})"
+        endpoint = masked_url(self.config.endpoint)
+        return f"ThreadDispatcher(endpoint={endpoint!r}, closed={self.closed})"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from matomo_tracking.config import TrackingConfig
+from matomo_tracking.config import TrackingConfig, masked_url
 from matomo_tracking.dispatcher import Dispatcher
 from matomo_tracking.flow import Pending, RequestFlow, check_dispatcher
 from matomo_tracking.request import request_from_wsgi, wsgi_app_path
@@ -72,7 +72,7 @@ class MatomoMiddleware:
         self._resolve = path_resolver(app)
 
     def __repr__(self) -> str:
-        return f"MatomoMiddleware(app={self.app!r}, url={self.config.url!r})"
+        return f"MatomoMiddleware(app={self.app!r}, url={masked_url(self.config.url)!r})"
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         pending = self._flow.begin(

@@ -25,7 +25,7 @@ from matomo_tracking.answers import (
 )
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery_queue import Batch, Outcome
-from matomo_tracking.wire import BULK_HEADERS
+from matomo_tracking.wire import bulk_headers
 
 __all__ = ["LeanPoster", "Poster"]
 
@@ -62,6 +62,7 @@ class LeanPoster:
         self._host = parts.hostname or ""
         self._port = parts.port
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._headers = bulk_headers(config.endpoint)
         self._tls: ssl.SSLContext | None = None
         self.reset()
 
@@ -99,7 +100,7 @@ class LeanPoster:
         conn.sock.settimeout(timeout)
         try:
             conn.putrequest("POST", self._target, skip_accept_encoding=True)
-            for name, value in BULK_HEADERS.items():
+            for name, value in self._headers.items():
                 conn.putheader(name, value)
             conn.putheader("User-Agent", _USER_AGENT)
             conn.putheader("Content-Length", str(len(body)))

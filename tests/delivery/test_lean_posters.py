@@ -7,6 +7,7 @@ applies."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import resource
@@ -119,8 +120,9 @@ class Poster:
     """A lean poster driven from the test's thread: the thread one as it is, the asyncio one
     on an event loop of its own (the same loop for every batch, as its worker's)."""
 
-    def __init__(self, kind: str, port: int, scheme: str) -> None:
-        config = TrackingConfig(url=f"{scheme}://127.0.0.1:{port}", connect_timeout=1.0)
+    def __init__(self, kind: str, port: int, scheme: str, userinfo: str = "") -> None:
+        netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+        config = TrackingConfig(url=f"{scheme}://{netloc}", connect_timeout=1.0)
         self._thread = LeanPoster(config) if kind == "thread" else None
         self._asyncio = LeanAsyncPoster(config) if kind == "asyncio" else None
         self._loop = asyncio.new_event_loop()
@@ -154,8 +156,8 @@ def poster_for(request: pytest.FixtureRequest) -> Iterator[PosterFor]:
     """Makes the lean poster of each executor for a port (closed after the test)."""
     posters: list[Poster] = []
 
-    def make(port: int, scheme: str = "http") -> Poster:
-        posters.append(Poster(request.param, port, scheme))
+    def make(port: int, scheme: str = "http", userinfo: str = "") -> Poster:
+        posters.append(Poster(request.param, port, scheme, userinfo))
         return posters[-1]
 
     yield make
@@ -185,6 +187,19 @@ def test_keep_alive_is_reused_and_headers_are_the_bulk_ones(
         b"user-agent: " + httpx.Client().headers["user-agent"].lower().encode(),
     ]
     poster.close()
+
+
+def test_credentials_in_the_url_go_as_basic_auth_as_httpx_sends_them(
+    serve: Callable[..., RawServer], poster_for: PosterFor
+) -> None:
+    server = serve(ok)
+    poster = poster_for(server.port, userinfo="shop:p%40ss%20w")  # a Matomo behind basic auth
+    assert isinstance(poster.post(batch()), Answer)
+    lines = server.requests[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+    fields = {name.lower(): value for name, value in (line.split(b": ", 1) for line in lines[1:])}
+    assert fields[b"authorization"] == b"Basic " + base64.b64encode(b"shop:p@ss w")
+    assert fields[b"host"] == b"127.0.0.1:%d" % server.port
+    assert lines[0] == b"POST /matomo.php HTTP/1.1"
 
 
 def test_a_connection_on_a_descriptor_above_1024_is_kept_alive(

@@ -273,10 +273,9 @@ def test_configuration_errors_never_show_the_token(made_by: str, bad: dict[str, 
 
 
 def test_no_repr_shows_the_token() -> None:
-    config = TrackingConfig(
-        url="https://matomo.test", token_auth=SENTINEL_TOKEN, visitor_salt="salt-0xdead"
-    )
-    options: dict[str, Any] = {"url": "https://matomo.test", "token_auth": SENTINEL_TOKEN}
+    url = "https://shop:pw-0xbeef@matomo.test"  # a Matomo behind HTTP basic auth
+    config = TrackingConfig(url=url, token_auth=SENTINEL_TOKEN, visitor_salt="salt-0xdead")
+    options: dict[str, Any] = {"url": url, "token_auth": SENTINEL_TOKEN}
     threads = ThreadDispatcher(config)
     wsgi = WsgiMiddleware(WsgiApp(), **options)
     tracker = Tracker(**options)
@@ -299,6 +298,7 @@ def test_no_repr_shows_the_token() -> None:
             assert SENTINEL_TOKEN not in repr(item), type(item).__name__
             assert SENTINEL_TOKEN not in str(item), type(item).__name__
             assert "salt-0xdead" not in repr(item), type(item).__name__
+            assert "pw-0xbeef" not in repr(item), type(item).__name__
     finally:
         threads.close(0.1)
         assert isinstance(wsgi.dispatcher, ThreadDispatcher)
