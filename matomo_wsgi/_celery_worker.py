@@ -20,7 +20,8 @@ from matomo_tracking.answers import Answer
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.delivery import BatchDelivery, Sleep, StatsRecorder
 from matomo_tracking.wire import EncodedHit
-from matomo_wsgi.dispatcher import HttpPoster
+from matomo_wsgi.dispatcher import HttpPoster, poster_for
+from matomo_wsgi.poster import LeanPoster
 
 __all__ = ["PackedBatch", "WorkerState", "pack_batches", "unpack_batches"]
 
@@ -67,10 +68,10 @@ class WorkerState:
         self.lock = threading.Lock()
         self.stats = StatsRecorder(secret=config.token_auth)
         self.rng = random.Random()
-        self._poster = HttpPoster(config, http_client)
+        self._poster = poster_for(config, http_client)
         self._pid = os.getpid()
 
-    def poster(self) -> HttpPoster:
+    def poster(self) -> LeanPoster | HttpPoster:
         """The poster of this process (made again in a forked child)."""
         with self.lock:
             if self._pid != os.getpid():  # clients inherited over a fork: new ones

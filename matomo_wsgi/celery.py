@@ -101,7 +101,8 @@ def register_delivery_task(
     It retries without limit; hits older than ``max_hit_age`` are dropped when they come up
     (unless a token is configured). ``acks_late`` is set: a worker that dies mid-delivery
     leaves the batch to another one (which may then send some hits twice).
-    ``http_client``: an ``httpx.Client`` for the workers (else one is made per process).
+    ``http_client``: an ``httpx.Client`` for the workers (else they post with ``http.client``,
+    or with httpx clients made per process when a proxy of the environment applies).
     """
     config = TrackingConfig.from_kwargs(options)
     if http_client is not None and not isinstance(http_client, httpx.Client):

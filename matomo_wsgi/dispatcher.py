@@ -20,9 +20,9 @@ from matomo_tracking.delivery_queue import Batch, Outcome
 from matomo_tracking.env_proxy import proxy_applies
 from matomo_tracking.wire import BULK_HEADERS
 from matomo_wsgi.executor import ThreadExecutor, close_all
-from matomo_wsgi.poster import LeanPoster, Poster
+from matomo_wsgi.poster import LeanPoster
 
-__all__ = ["HttpPoster", "ThreadDispatcher", "close_all"]
+__all__ = ["HttpPoster", "ThreadDispatcher", "close_all", "poster_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,15 @@ def _close_quietly(client: httpx.Client) -> None:
         logger.debug("matomo: closing an HTTP client failed", exc_info=True)
 
 
+def poster_for(config: TrackingConfig, http_client: httpx.Client | None) -> LeanPoster | HttpPoster:
+    """The lean poster (a third of httpx's CPU per POST), unless you give ``http_client`` or
+    a proxy of the environment applies to the endpoint (httpx honours them)."""
+    proxies = urllib.request.getproxies_environment()
+    if http_client is None and not proxy_applies(config.endpoint, proxies):
+        return LeanPoster(config)
+    return HttpPoster(config, http_client)
+
+
 class ThreadDispatcher(ThreadExecutor):
     """Delivers hits to Matomo from background threads of each process.
 
@@ -140,13 +149,7 @@ class ThreadDispatcher(ThreadExecutor):
             raise TypeError(
                 f"http_client must be an httpx.Client, got {type(http_client).__name__}"
             )
-        poster: Poster
-        proxies = urllib.request.getproxies_environment()
-        if http_client is None and not proxy_applies(config.endpoint, proxies):
-            poster = LeanPoster(config)  # a third of httpx's CPU per POST
-        else:
-            poster = HttpPoster(config, http_client)
-        super().__init__(config, poster)
+        super().__init__(config, poster_for(config, http_client))
 
     def __repr__(self) -> str:
         endpoint = masked_url(self.config.endpoint)

@@ -20,6 +20,7 @@ from matomo_tracking.answers import (
     Answer,
     AnswerBuffer,
     ConnectError,
+    TransportError,
     WriteError,
     transport_error,
 )
@@ -74,10 +75,14 @@ class LeanPoster:
 
     def post(self, batch: Batch) -> Outcome:
         """POST ``batch`` (within its timeout); never raises."""
+        return self.post_body(batch.body, batch.timeout)
+
+    def post_body(self, body: bytes, timeout: float) -> Answer | tuple[TransportError, str]:
+        """POST one bulk body (the answer within ``timeout``); never raises."""
         conn: http.client.HTTPConnection | None = None
         try:
             conn = self._take()
-            answer, reusable = self._exchange(conn, batch.body, batch.timeout)
+            answer, reusable = self._exchange(conn, body, timeout)
         except Exception as exc:
             if conn is not None:
                 conn.close()
