@@ -271,28 +271,13 @@ def tricks(number: int = 20_000) -> dict[str, Any]:
     from matomo_tracking.visitor import pk_visitor_id, salted_visitor_id
     from matomo_tracking.wire import EncodedHit
 
-    # the same classes, frozen: what EncodedHit and DeliveryEvent would cost frozen
-    frozen_hit = dataclasses.make_dataclass(
-        "FrozenHit", [f.name for f in dataclasses.fields(EncodedHit)], frozen=True, slots=True
-    )
-    frozen_view = dataclasses.make_dataclass(
-        "FrozenView",
-        [
-            (f.name, Any, dataclasses.field(default=f.default))
-            for f in dataclasses.fields(RequestView)
-        ],
-        frozen=True,
-        slots=True,
-    )
-    frozen_event = dataclasses.make_dataclass(
-        "FrozenEvent",
-        [
-            (f.name, Any, dataclasses.field(default=f.default))
-            for f in dataclasses.fields(DeliveryEvent)
-        ],
-        frozen=True,
-        slots=True,
-    )
+    def frozen(cls: type[Any]) -> Any:  # the same class, frozen: what it would cost frozen
+        fields = [
+            (f.name, Any, dataclasses.field(default=f.default)) for f in dataclasses.fields(cls)
+        ]
+        return dataclasses.make_dataclass(f"Frozen{cls.__name__}", fields, frozen=True, slots=True)
+
+    frozen_hit, frozen_view, frozen_event = map(frozen, (EncodedHit, RequestView, DeliveryEvent))
     data = b'{"idsite":"1","rec":"1"}'
 
     environ = ENVIRONS[0]
