@@ -128,11 +128,13 @@ def profile(stack: str, variant: str, seconds: float, rate: int) -> tuple[dict[s
         collector = CollectorProcess(port=free_port(), log_path=logs / "collector.log")
         collector.start()
         options = dict(DEFAULT_OURS_OPTIONS)
-        if variant == "spool":  # ours with a journal
+        if variant in ("spool", "external"):  # ours with a journal
             options["spool"] = str(logs / "matomo-spool.sqlite3")
+        if variant == "external":  # the app only journals (no sender runs: not profiled)
+            options["sender"] = "external"
         server = app_service(
             stack,
-            "ours" if variant == "spool" else variant,
+            "ours" if variant in ("spool", "external") else variant,
             collector.url,
             options,
             logs / "server.log",
@@ -222,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", choices=("asgi", "wsgi"), default="asgi")
-    parser.add_argument("--variant", choices=("bare", "stub", "ours", "spool"), default="stub")
+    parser.add_argument(
+        "--variant", choices=("bare", "stub", "ours", "spool", "external"), default="stub"
+    )
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=int, default=200, help="samples per second (200)")
     parser.add_argument("--out", type=Path, help="append the summary (Markdown) here")
