@@ -33,9 +33,6 @@ __all__ = ["LeanAsyncPoster"]
 _T = TypeVar("_T")
 
 _CHUNK = 64 * 1024
-# The User-Agent httpx sends, sent here too: Matomo records a hit without ``ua`` with the bulk
-# request's own User-Agent, so what it records stays the same whichever poster sends.
-_USER_AGENT = f"python-httpx/{httpx.__version__}"
 
 
 class _Connection:
@@ -104,7 +101,6 @@ class LeanAsyncPoster:
                 (name.encode(), value.encode())
                 for name, value in bulk_headers(config.endpoint).items()
             ),
-            (b"User-Agent", _USER_AGENT.encode()),
             (b"Host", host),
         ]
         self._tls: ssl.SSLContext | None = None

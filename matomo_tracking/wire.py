@@ -13,6 +13,7 @@ import json
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from urllib.parse import unquote, urlsplit
 
 from matomo_tracking.hits import Hit
@@ -23,15 +24,25 @@ __all__ = ["BULK_HEADERS", "EncodedHit", "bulk_body", "bulk_headers", "encode_hi
 BULK_HEADERS = {"Content-Type": "application/json"}
 
 
+def _httpx_user_agent() -> str:
+    try:
+        return f"python-httpx/{metadata.version('httpx')}"
+    except metadata.PackageNotFoundError:  # pragma: no cover - httpx is a dependency
+        return "python-httpx"
+
+
 def bulk_headers(endpoint: str) -> dict[str, str]:
-    """The headers of a bulk POST to ``endpoint``: ``BULK_HEADERS`` and, when the URL holds
-    credentials (a Matomo behind HTTP basic auth), their ``Authorization``, as httpx sends it
-    (user and password percent-decoded, UTF-8)."""
+    """The headers of a bulk POST to ``endpoint`` as a lean poster sends them, the same as
+    httpx's: ``BULK_HEADERS``, httpx's ``User-Agent`` (Matomo records a hit without ``ua``
+    with the bulk request's own User-Agent, so what it records stays the same whichever
+    poster sends) and, when the URL holds credentials (a Matomo behind HTTP basic auth),
+    their ``Authorization`` (user and password percent-decoded, UTF-8)."""
+    headers = {**BULK_HEADERS, "User-Agent": _httpx_user_agent()}
     parts = urlsplit(endpoint)
-    if parts.username is None and parts.password is None:
-        return dict(BULK_HEADERS)
-    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
-    return {**BULK_HEADERS, "Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+    if parts.username is not None or parts.password is not None:
+        pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+    return headers
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

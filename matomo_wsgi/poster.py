@@ -33,9 +33,6 @@ __all__ = ["LeanPoster", "Poster"]
 logger = logging.getLogger("matomo_wsgi.dispatcher")
 
 _CHUNK = 64 * 1024
-# The User-Agent httpx sends, sent here too: Matomo records a hit without ``ua`` with the bulk
-# request's own User-Agent, so what it records stays the same whichever poster sends.
-_USER_AGENT = f"python-httpx/{httpx.__version__}"
 
 
 class Poster(Protocol):
@@ -107,7 +104,6 @@ class LeanPoster:
             conn.putrequest("POST", self._target, skip_accept_encoding=True)
             for name, value in self._headers.items():
                 conn.putheader(name, value)
-            conn.putheader("User-Agent", _USER_AGENT)
             conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
         except Exception as exc:
