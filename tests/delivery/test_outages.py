@@ -243,10 +243,15 @@ def test_a_cut_answer_counts_its_batch_as_possible_duplicates(
         assert dispatcher.submit(hit(n))
     assert dispatcher.flush(10.0)
 
-    urls = sorted(h["url"] for h in matomo.collector.hits)
-    assert urls == sorted(2 * [f"http://shop.test/{n}" for n in range(5)])  # sent twice...
+    # The cut batch is whatever the executor had taken when it posted: all five at once,
+    # or (the sender reads the journal as the app commits) the first few. Its hits were
+    # recorded and then sent again; the rest once.
+    urls = [h["url"] for h in matomo.collector.hits]
+    assert sorted(set(urls)) == [f"http://shop.test/{n}" for n in range(5)]
+    resent = len(urls) - 5
+    assert resent >= 1 and all(urls.count(url) <= 2 for url in urls)
     stats = dispatcher.stats()
-    assert stats.possible_duplicates == 5  # ...and each resent hit counted as possible
+    assert stats.possible_duplicates == resent  # each resent hit counted as possible
     assert (stats.sent, stats.retried) == (5, 1)
     assert "cut" in (stats.last_error or "")
 
