@@ -11,9 +11,10 @@ same run (``--rate`` fixes it instead).
 
 For each stack (uvicorn httptools+uvloop with Starlette; gunicorn gthread with Flask) and each
 run, the variants are measured one after the other against a fresh server: ``bare``, ``stub``
-(our request path, no delivery), ``ours`` (default in-process delivery) and ``external``
-(``spool=`` + ``sender="external"``, with ``matomo-middleware send`` as the sender) when this
-version has them. Requests are the
+(our request path, no delivery), ``ours`` (default in-process delivery), ``spool`` (``ours``
+with ``spool=``: the journal's CPU per hit at an equal request rate is ``spool`` − ``ours``)
+and ``external`` (``spool=`` + ``sender="external"``, with ``matomo-middleware send`` as the
+sender) when this version has them. Requests are the
 browser-like ones of ``bench/load.lua`` (2,000 visitors). Prints a table and writes JSON
 (``--out``). Caveats: the client is Python on the same 2 cores; its timers have about 1 ms of
 slack, which shifts every variant's latencies alike; compare p99 with the same run's bare.
@@ -203,11 +204,13 @@ def measure(
     """One fresh server, then a wrk maximum (when ``rate`` is None) or a paced load."""
     options = dict(DEFAULT_OURS_OPTIONS)
     sender: subprocess.Popen[bytes] | None = None
-    app_variant = "ours" if variant == "external" else variant
-    if variant == "external":
+    app_variant = "ours" if variant in ("spool", "external") else variant
+    if variant in ("spool", "external"):
         spool = logs / f"{stack}-spool.sqlite3"
         spool.unlink(missing_ok=True)
-        options.update(spool=str(spool), sender="external")
+        options.update(spool=str(spool))
+    if variant == "external":
+        options.update(sender="external")
         sender = start_sender(spool, collector.url)
     server = app_service(
         stack, app_variant, collector.url, options, logs / f"{stack}-{variant}.log"
@@ -258,9 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     skipped = []
-    if "external" in variants and not external_sender_available():
-        variants.remove("external")
-        skipped.append("external: this version has no spool=/sender='external' yet")
+    for journaled in ("spool", "external"):
+        if journaled in variants and not external_sender_available():
+            variants.remove(journaled)
+            skipped.append(f"{journaled}: this version has no spool=/sender='external' yet")
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-paced-") as tmp:
         logs = Path(tmp)
