@@ -12,7 +12,7 @@ same run (``--rate`` fixes it instead).
 For each stack (uvicorn httptools+uvloop with Starlette; gunicorn gthread with Flask) and each
 run, the variants are measured one after the other against a fresh server: ``bare``, ``stub``
 (our request path, no delivery), ``ours`` (default in-process delivery), ``spool`` (``ours``
-with ``spool=``: the journal's CPU per hit at an equal request rate is ``spool`` − ``ours``)
+with ``spool=``: the journal's CPU per hit at an equal request rate is ``spool`` minus ``ours``)
 and ``external`` (``spool=`` + ``sender="external"``, with ``matomo-middleware send`` as the
 sender) when this version has them. Requests are the
 browser-like ones of ``bench/load.lua`` (2,000 visitors). Prints a table and writes JSON
