@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
 from matomo_asgi.dispatcher import AsyncioDispatcher
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.dispatcher import Dispatcher
+from matomo_tracking.flow import check_dispatcher
 from matomo_tracking.tracker import BaseTracker, request_view_of
 
 if TYPE_CHECKING:
@@ -39,23 +40,24 @@ class AsyncTracker(BaseTracker):
         **options: Unpack[TrackingOptions],
     ) -> None:
         config = TrackingConfig.from_kwargs(options)
+        check_dispatcher(dispatcher, http_client)
         if request is not None:
             request_view_of(request)  # an unsupported request is refused here, not later
-        if dispatcher is None:
-            dispatcher = AsyncioDispatcher(config, http_client=http_client)
-        super().__init__(config, clock=time.time, rng=random.Random(), dispatcher=dispatcher)
+        # never None here, unlike the base class's ``_dispatcher``: the lifecycle is called as is
+        self._delivery: Dispatcher = (
+            AsyncioDispatcher(config, http_client=http_client) if dispatcher is None else dispatcher
+        )
+        super().__init__(config, clock=time.time, rng=random.Random(), dispatcher=self._delivery)
         if request is not None:
             self.set(request=request)
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """Wait until every queued hit is delivered (or ``timeout`` passes)."""
-        flush: Any = getattr(self._dispatcher, "aflush", None)
-        return bool(await flush(timeout)) if flush is not None else True
+        return await self._delivery.aflush(timeout)
 
     async def aclose(self, timeout: float | None = None) -> bool:
         """Deliver what is queued (within ``timeout``, default ``shutdown_timeout``) and stop."""
-        close: Any = getattr(self._dispatcher, "aclose", None)
-        return bool(await close(timeout)) if close is not None else True
+        return await self._delivery.aclose(timeout)
 
     async def __aenter__(self) -> AsyncTracker:
         return self

@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
 from matomo_tracking.config import TrackingConfig
 from matomo_tracking.dispatcher import Dispatcher
+from matomo_tracking.flow import check_dispatcher
 from matomo_tracking.tracker import BaseTracker, request_view_of
 from matomo_wsgi.dispatcher import ThreadDispatcher
 
@@ -42,23 +43,24 @@ class Tracker(BaseTracker):
         **options: Unpack[TrackingOptions],
     ) -> None:
         config = TrackingConfig.from_kwargs(options)
+        check_dispatcher(dispatcher, http_client)
         if request is not None:
             request_view_of(request)  # an unsupported request is refused here, not later
-        if dispatcher is None:
-            dispatcher = ThreadDispatcher(config, http_client=http_client)
-        super().__init__(config, clock=time.time, rng=random.Random(), dispatcher=dispatcher)
+        # never None here, unlike the base class's ``_dispatcher``: the lifecycle is called as is
+        self._delivery: Dispatcher = (
+            ThreadDispatcher(config, http_client=http_client) if dispatcher is None else dispatcher
+        )
+        super().__init__(config, clock=time.time, rng=random.Random(), dispatcher=self._delivery)
         if request is not None:
             self.set(request=request)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued hit is delivered (or ``timeout`` passes)."""
-        flush: Any = getattr(self._dispatcher, "flush", None)
-        return bool(flush(timeout)) if flush is not None else True
+        return self._delivery.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Deliver what is queued (within ``timeout``, default ``shutdown_timeout``) and stop."""
-        close: Any = getattr(self._dispatcher, "close", None)
-        return bool(close(timeout)) if close is not None else True
+        return self._delivery.close(timeout)
 
     def __enter__(self) -> Tracker:
         return self

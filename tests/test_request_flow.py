@@ -148,6 +148,39 @@ def _client(adapter: str) -> Any:
     return httpx.AsyncClient() if adapter == "asgi" else httpx.Client()
 
 
+class _Unfinished(RecordingDispatcher):
+    """Its flush and close report that something was left undelivered."""
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return False
+
+    def close(self, timeout: float | None = None) -> bool:
+        return False
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        return False
+
+    async def aclose(self, timeout: float | None = None) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("tracker", ["Tracker", "AsyncTracker"])
+def test_the_trackers_check_and_drive_a_dispatcher_as_the_middlewares_do(tracker: str) -> None:
+    make = matomo_wsgi.Tracker if tracker == "Tracker" else matomo_asgi.AsyncTracker
+    with pytest.raises(TypeError, match="dispatcher"):
+        make(url=MATOMO, site_id=1, dispatcher=object())  # type: ignore[arg-type]
+    with httpx.Client() as client, pytest.raises(ValueError, match="http_client"):
+        make(url=MATOMO, site_id=1, dispatcher=RecordingDispatcher(), http_client=client)  # type: ignore[arg-type]
+    unfinished = make(url=MATOMO, site_id=1, dispatcher=_Unfinished())
+    if isinstance(unfinished, matomo_wsgi.Tracker):
+        assert (unfinished.flush(1.0), unfinished.close(1.0)) == (False, False)
+    else:
+        assert (asyncio.run(unfinished.aflush(1.0)), asyncio.run(unfinished.aclose(1.0))) == (
+            False,
+            False,
+        )
+
+
 class BrokenDispatcher(RecordingDispatcher):
     """A dispatcher whose ``submit`` raises (a bug in a custom dispatcher)."""
 
