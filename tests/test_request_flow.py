@@ -154,14 +154,10 @@ class _Unfinished(RecordingDispatcher):
     def flush(self, timeout: float | None = None) -> bool:
         return False
 
-    def close(self, timeout: float | None = None) -> bool:
-        return False
-
     async def aflush(self, timeout: float | None = None) -> bool:
         return False
 
-    async def aclose(self, timeout: float | None = None) -> bool:
-        return False
+    close, aclose = flush, aflush
 
 
 @pytest.mark.parametrize("tracker", ["Tracker", "AsyncTracker"])
