@@ -31,6 +31,8 @@ class AsyncTracker(BaseTracker):
     ``await tracker.aclose()`` (or use ``async with``) before the loop ends.
     """
 
+    _dispatcher: Dispatcher  # always one here (the base class allows None)
+
     def __init__(
         self,
         *,
@@ -43,21 +45,19 @@ class AsyncTracker(BaseTracker):
         check_dispatcher(dispatcher, http_client)
         if request is not None:
             request_view_of(request)  # an unsupported request is refused here, not later
-        # never None here, unlike the base class's ``_dispatcher``: the lifecycle is called as is
-        self._delivery: Dispatcher = (
-            AsyncioDispatcher(config, http_client=http_client) if dispatcher is None else dispatcher
-        )
-        super().__init__(config, clock=time.time, rng=random.Random(), dispatcher=self._delivery)
+        if dispatcher is None:
+            dispatcher = AsyncioDispatcher(config, http_client=http_client)
+        super().__init__(config, clock=time.time, rng=random.Random(), dispatcher=dispatcher)
         if request is not None:
             self.set(request=request)
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """Wait until every queued hit is delivered (or ``timeout`` passes)."""
-        return await self._delivery.aflush(timeout)
+        return await self._dispatcher.aflush(timeout)
 
     async def aclose(self, timeout: float | None = None) -> bool:
         """Deliver what is queued (within ``timeout``, default ``shutdown_timeout``) and stop."""
-        return await self._delivery.aclose(timeout)
+        return await self._dispatcher.aclose(timeout)
 
     async def __aenter__(self) -> AsyncTracker:
         return self

@@ -34,6 +34,8 @@ class Tracker(BaseTracker):
     is left; it also runs at interpreter exit.
     """
 
+    _dispatcher: Dispatcher  # always one here (the base class allows None)
+
     def __init__(
         self,
         *,
@@ -46,21 +48,19 @@ class Tracker(BaseTracker):
         check_dispatcher(dispatcher, http_client)
         if request is not None:
             request_view_of(request)  # an unsupported request is refused here, not later
-        # never None here, unlike the base class's ``_dispatcher``: the lifecycle is called as is
-        self._delivery: Dispatcher = (
-            ThreadDispatcher(config, http_client=http_client) if dispatcher is None else dispatcher
-        )
-        super().__init__(config, clock=time.time, rng=random.Random(), dispatcher=self._delivery)
+        if dispatcher is None:
+            dispatcher = ThreadDispatcher(config, http_client=http_client)
+        super().__init__(config, clock=time.time, rng=random.Random(), dispatcher=dispatcher)
         if request is not None:
             self.set(request=request)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued hit is delivered (or ``timeout`` passes)."""
-        return self._delivery.flush(timeout)
+        return self._dispatcher.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Deliver what is queued (within ``timeout``, default ``shutdown_timeout``) and stop."""
-        return self._delivery.close(timeout)
+        return self._dispatcher.close(timeout)
 
     def __enter__(self) -> Tracker:
         return self
